@@ -24,6 +24,7 @@ import numpy as np
 
 from featurestore.extractor import Extractor
 from featurestore.images import ImageError, load_image
+from featurestore.lock import WriterLock
 from featurestore.sources import Source, SourceImage, discover
 from featurestore.splits import SplitFractions, split_of
 from featurestore.store import FeatureStore
@@ -63,6 +64,7 @@ class ExtractSummary:
     discovered: int
     new: int
     changed: int
+    retried: int
     removed: int
     unchanged: int
     failed: int
@@ -75,7 +77,7 @@ class ExtractSummary:
     def line(self) -> str:
         return (
             f"discovered {self.discovered}, new {self.new}, changed {self.changed}, "
-            f"removed {self.removed}, unchanged {self.unchanged}, failed {self.failed}; "
+            f"retried {self.retried}, removed {self.removed}, unchanged {self.unchanged}, failed {self.failed}; "
             f"{self.computed} through the model in {self.seconds:.1f} s "
             f"({self.images_per_s:.1f} images/s); store {self.store_bytes / 2**20:.1f} MiB"
         )
@@ -84,13 +86,21 @@ class ExtractSummary:
 @dataclasses.dataclass(frozen=True)
 class _Task:
     image: SourceImage
-    kind: str  # "new" or "changed"
+    kind: str  # "new", "changed", or "retried" (failed last time)
 
 
 def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> ExtractSummary:
     """Run one extraction; see the module docstring. Returns the summary."""
     started = time.perf_counter()
     source = discover(config.source, labels=config.labels)
+    Path(config.store).mkdir(parents=True, exist_ok=True)
+    with WriterLock(Path(config.store)) as lock:  # refuse a second writer before any costly work
+        return _extract_locked(config, source, extractor, lock, started)
+
+
+def _extract_locked(
+    config: ExtractConfig, source: Source, extractor: Extractor | None, lock: WriterLock, started: float
+) -> ExtractSummary:
     extractor = extractor or Extractor(
         weights=config.weights,
         input_size=config.input_size,
@@ -106,6 +116,7 @@ def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> Ex
         source_root=str(source.root),
         class_names=source.class_names,
         rebuild=config.rebuild,
+        lock=lock,
     ) as writer:
         assert writer.manifest is not None
         current = FeatureStore(writer.path, writer.manifest)
@@ -120,11 +131,12 @@ def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> Ex
             if stop.signum:
                 raise ExtractInterrupted(stop.signum)
     seconds = time.perf_counter() - started
-    counts = {kind: sum(1 for t in tasks if t.kind == kind) for kind in ("new", "changed")}
+    counts = {kind: sum(1 for t in tasks if t.kind == kind) for kind in ("new", "changed", "retried")}
     return ExtractSummary(
         discovered=len(source.images) + len(source.skipped),
         new=counts["new"],
         changed=counts["changed"],
+        retried=counts["retried"],
         removed=len(deleted),
         unchanged=len(unchanged) + run.touched,
         failed=len(run.failures) + len(skipped),
@@ -143,7 +155,7 @@ def _diff(source: Source, store: FeatureStore, *, rehash: bool) -> tuple[list[_T
     for image in source.images:
         row = live.get(image.relpath)
         if row is None:
-            tasks.append(_Task(image, "new"))
+            tasks.append(_Task(image, "retried" if image.relpath in store.failures else "new"))
             continue
         try:
             stat = image.path.stat()

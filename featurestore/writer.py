@@ -59,6 +59,7 @@ class StoreWriter:
         source_root: str,
         class_names: Iterable[str] = (),
         rebuild: bool = False,
+        lock: WriterLock | None = None,
     ) -> None:
         self.path = Path(store_dir)
         self._fingerprint = fingerprint
@@ -66,22 +67,25 @@ class StoreWriter:
         self._source_root = source_root
         self._class_names = tuple(class_names)
         self._rebuild = rebuild
-        self._lock = WriterLock(self.path)
+        self._own_lock = lock is None  # a caller may take the lock early, before costly work
+        self._lock = lock or WriterLock(self.path)
         self.manifest: Manifest | None = None
 
     def __enter__(self) -> StoreWriter:
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock.__enter__()
+        if self._own_lock:
+            self._lock.__enter__()
         try:
             self.manifest = self._start()
             self._remove_leftovers()
         except BaseException:
-            self._lock.__exit__()
+            self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__()
+        if self._own_lock:
+            self._lock.__exit__()
 
     def _start(self) -> Manifest:
         fresh = Manifest(
