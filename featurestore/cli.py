@@ -32,12 +32,16 @@ def main() -> None:
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--store", required=True, type=click.Path(path_type=Path), help="Store folder.")
-@click.option("--weights", default="imagenet", show_default=True, help="imagenet, random, or a Keras weights file.")
+@click.option(
+    "--weights", default="imagenet", show_default=True, help="imagenet, random, or a Keras weights file."
+)
 @click.option("--input-size", default=150, show_default=True, help="Square input size in pixels.")
 @click.option("--batch-size", default=32, show_default=True, help="Images per model call.")
 @click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, help="Decode threads.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--extra-layer", "extra_layers", multiple=True, help="Also keep this layer's maps (e.g. block4_pool).")
+@click.option(
+    "--extra-layer", "extra_layers", multiple=True, help="Also keep this layer's maps (e.g. block4_pool)."
+)
 @click.option("--flip-views", is_flag=True, help="Also keep the maps of each horizontally flipped image.")
 @click.option("--splits", default="0.7,0.15,0.15", show_default=True, help="train,validation,test fractions.")
 @click.option("--unlabeled", is_flag=True, help="Treat SOURCE as unlabeled (no class subfolders).")
@@ -96,15 +100,19 @@ def info(store: Path, as_json: bool) -> None:
 
 
 def format_info(report: dict) -> str:
-    lines = [f"store {report['path']}: {report['rows']} images, {report['bytes'] / 2**20:.1f} MiB, "
-             f"{report['pieces']} pieces, generation {report['generation']}"]
+    lines = [
+        f"store {report['path']}: {report['rows']} images, {report['bytes'] / 2**20:.1f} MiB, "
+        f"{report['pieces']} pieces, generation {report['generation']}"
+    ]
     lines.append(f"source {report['source_root']}")
     for split, per_label in report["counts"].items():
         parts = ", ".join(f"{label or '(unlabeled)'} {n}" for label, n in sorted(per_label.items()))
         lines.append(f"  {split:<10} {sum(per_label.values()):>7}  {parts}")
     fp = report["fingerprint"]
-    lines.append(f"fingerprint {report['fingerprint_digest'][:16]}: {fp['backbone']} {fp['layer']} "
-                 f"{fp['input_size']}px {fp['interpolation']} {fp['dtype']} weights {fp['weights_sha256'][:16]}")
+    lines.append(
+        f"fingerprint {report['fingerprint_digest'][:16]}: {fp['backbone']} {fp['layer']} "
+        f"{fp['input_size']}px {fp['interpolation']} {fp['dtype']} weights {fp['weights_sha256'][:16]}"
+    )
     lines.append(f"failures {len(report['failures'])}")
     lines.extend(f"  {path}: {failure['reason']}" for path, failure in sorted(report["failures"].items()))
     return "\n".join(lines)

@@ -25,8 +25,11 @@ def export_store(store: FeatureStore, out: str | Path, *, batch_size: int = 4096
     try:
         with h5py.File(tmp, "w") as f:
             features = f.create_dataset(
-                "features", shape=(n, *shape), dtype=np.float32,
-                chunks=(min(max(n, 1), 32), *shape), fletcher32=True,
+                "features",
+                shape=(n, *shape),
+                dtype=np.float32,
+                chunks=(min(max(n, 1), 32), *shape),
+                fletcher32=True,
             )
             columns = {name: [] for name in ("labels", "ids", "paths", "split")}
             at = 0

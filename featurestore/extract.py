@@ -77,7 +77,8 @@ class ExtractSummary:
     def line(self) -> str:
         return (
             f"discovered {self.discovered}, new {self.new}, changed {self.changed}, "
-            f"retried {self.retried}, removed {self.removed}, unchanged {self.unchanged}, failed {self.failed}; "
+            f"retried {self.retried}, removed {self.removed}, unchanged {self.unchanged}, "
+            f"failed {self.failed}; "
             f"{self.computed} through the model in {self.seconds:.1f} s "
             f"({self.images_per_s:.1f} images/s); store {self.store_bytes / 2**20:.1f} MiB"
         )
@@ -144,7 +145,10 @@ def _extract_locked(
         seconds=seconds,
         images_per_s=run.computed / run.model_seconds if run.model_seconds else 0.0,
         store_bytes=sum(p.stat().st_size for p in Path(config.store).rglob("*") if p.is_file()),
-        failures={**{k: v["reason"] for k, v in run.failures.items()}, **{k: v["reason"] for k, v in skipped.items()}},
+        failures={
+            **{k: v["reason"] for k, v in run.failures.items()},
+            **{k: v["reason"] for k, v in skipped.items()},
+        },
     )
 
 
@@ -205,7 +209,9 @@ def _decode(task: _Task, input_size: int, known_ids: set[str], current_id: str |
 class _Run:
     """State of one extraction: pending rows, failures, counters."""
 
-    def __init__(self, config: ExtractConfig, extractor: Extractor, writer: StoreWriter, current: FeatureStore):
+    def __init__(
+        self, config: ExtractConfig, extractor: Extractor, writer: StoreWriter, current: FeatureStore
+    ):
         self.config = config
         self.extractor = extractor
         self.writer = writer
@@ -296,7 +302,11 @@ class _Run:
 
     def _fail(self, decoded: _Decoded) -> None:
         image = decoded.task.image
-        self.failures[image.relpath] = {"reason": decoded.error, "size": decoded.size, "mtime_ns": decoded.mtime_ns}
+        self.failures[image.relpath] = {
+            "reason": decoded.error,
+            "size": decoded.size,
+            "mtime_ns": decoded.mtime_ns,
+        }
         print(f"skipped {image.path}: {decoded.error}", file=sys.stderr)
 
     def flush(
@@ -351,4 +361,3 @@ def _progress(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", disable=not enabled or not sys.stderr.isatty(), file=sys.stderr)
-

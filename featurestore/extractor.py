@@ -6,6 +6,7 @@ finishes without paying TensorFlow's start-up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,7 +78,9 @@ class Extractor:
         )
         differences = extractor.fingerprint.differences(fp)
         if differences:
-            raise ExtractorError(f"weights {weights!r} do not reproduce the recorded features: {'; '.join(differences)}")
+            raise ExtractorError(
+                f"weights {weights!r} do not reproduce the recorded features: {'; '.join(differences)}"
+            )
         return extractor
 
     # -- identity ----------------------------------------------------------------------
@@ -108,7 +111,7 @@ class Extractor:
 
         path = resolve_weights(self.weights)
         if path is None:  # random weights: hash what the seed produced
-            return weights_sha256(self.model)
+            return weights_sha256(self._full_base())
         memo = path.with_name(path.name + ".values-sha256.json")
         file_digest = file_sha256(path)
         try:
@@ -117,12 +120,23 @@ class Extractor:
                 return known["values_sha256"]
         except (OSError, ValueError):
             pass
-        values = weights_sha256(self.model)
-        try:
-            atomic_write_bytes(memo, json.dumps({"file_sha256": file_digest, "values_sha256": values}).encode())
-        except OSError:
-            pass  # a read-only weights folder only costs a model build next time
+        values = weights_sha256(self._full_base())
+        # A read-only weights folder only costs a model build next time.
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(
+                memo, json.dumps({"file_sha256": file_digest, "values_sha256": values}).encode()
+            )
         return values
+
+    def _full_base(self) -> Any:
+        """The whole conv base: a model cut at block4 holds fewer weights, but the fingerprint
+        must name the same weights whichever layers a store keeps."""
+        if "block5_pool" in (self.layer, *self.extra_layers):
+            return self.model
+        from featurestore.backbone import build_conv_base
+        from featurestore.weights import resolve_weights
+
+        return build_conv_base(self.input_size, resolve_weights(self.weights), seed=self.seed)
 
     # -- the model -------------------------------------------------------------------
     @property

@@ -60,7 +60,9 @@ class Fingerprint:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known - {"digest"}
         if unknown:
-            raise ValueError(f"unknown fingerprint fields {sorted(unknown)} (written by a newer featurestore?)")
+            raise ValueError(
+                f"unknown fingerprint fields {sorted(unknown)} (written by a newer featurestore?)"
+            )
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["extra_layers"] = tuple(kwargs.get("extra_layers", ()))
         kwargs["library_versions"] = tuple(sorted(dict(kwargs.get("library_versions", {})).items()))

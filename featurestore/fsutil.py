@@ -28,6 +28,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared store from its readers
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -40,7 +41,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Move a finished temporary file into place durably."""
+    """Move a finished temporary file into place durably (readable by all, as a normal file)."""
+    os.chmod(tmp, 0o644)
     fsync_file(tmp)
     os.replace(tmp, final)
     fsync_dir(final.parent)

@@ -10,7 +10,9 @@ from PIL import Image, ImageDraw
 CLASSES = ("circles", "squares")
 
 
-def make_sample_tree(root: str | Path, *, per_class: int = 20, seed: int = 0, with_bad_file: bool = True) -> Path:
+def make_sample_tree(
+    root: str | Path, *, per_class: int = 20, seed: int = 0, with_bad_file: bool = True
+) -> Path:
     """Draw `per_class` images of each class (a shape on a noisy background) under root/<class>/.
 
     With `with_bad_file`, one truncated JPEG is added too, to show how bad input is reported.

@@ -28,7 +28,9 @@ class SplitFractions:
         try:
             train, validation, test = (float(part) for part in text.split(","))
         except ValueError:
-            raise ValueError(f"split fractions must be three numbers like 0.7,0.15,0.15, not {text!r}") from None
+            raise ValueError(
+                f"split fractions must be three numbers like 0.7,0.15,0.15, not {text!r}"
+            ) from None
         return cls(train=train, validation=validation, test=test)
 
     def to_dict(self) -> dict[str, float]:

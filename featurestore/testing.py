@@ -24,7 +24,9 @@ def make_store(
     fingerprint: Fingerprint | None = None,
 ) -> FeatureStore:
     """Write given maps as a committed store; splits default to the stable hash split."""
-    fingerprint = fingerprint or Fingerprint(weights_sha256="0" * 64, input_size=max(32, 32 * features.shape[1]))
+    fingerprint = fingerprint or Fingerprint(
+        weights_sha256="0" * 64, input_size=max(32, 32 * features.shape[1])
+    )
     fractions = SplitFractions()
     rows = []
     for i, (maps, label) in enumerate(zip(features, labels, strict=True)):

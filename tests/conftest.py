@@ -62,3 +62,24 @@ def imagenet_weights(request: pytest.FixtureRequest) -> Path:
 
     cache = Path(request.config.cache.mkdir("featurestore_weights"))
     return import_imagenet_from_onnx(cache)
+
+
+E2E_PER_CLASS = 200  # 400 real photos: about a minute of extraction on 2 CPU cores
+
+
+@pytest.fixture(scope="session")
+def real_store(photos_dir: Path, imagenet_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of the first 200 cats and 200 dogs, extracted once per session with real weights.
+
+    Tests that use it are marked e2e and grouped onto one xdist worker (xdist_group "e2e").
+    """
+    from featurestore.extract import ExtractConfig, run_extract
+
+    source = tmp_path_factory.mktemp("real") / "images"
+    for class_dir in ("cats", "dogs"):
+        (source / class_dir).mkdir(parents=True)
+        for path in sorted((photos_dir / class_dir).iterdir())[:E2E_PER_CLASS]:
+            (source / class_dir / path.name).symlink_to(path)
+    store = source.parent / "store"
+    run_extract(ExtractConfig(source=source, store=store, weights=str(imagenet_weights), progress=False))
+    return store

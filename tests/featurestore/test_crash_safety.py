@@ -23,8 +23,21 @@ SIZE = 32
 
 def extract_command(source: Path, store: Path) -> list[str]:
     return [
-        sys.executable, "-m", "featurestore.cli", "extract", str(source), "--store", str(store),
-        "--weights", "random", "--input-size", str(SIZE), "--batch-size", "4", "--commit-every", "4",
+        sys.executable,
+        "-m",
+        "featurestore.cli",
+        "extract",
+        str(source),
+        "--store",
+        str(store),
+        "--weights",
+        "random",
+        "--input-size",
+        str(SIZE),
+        "--batch-size",
+        "4",
+        "--commit-every",
+        "4",
     ]
 
 

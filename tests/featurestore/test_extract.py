@@ -29,11 +29,15 @@ def extractor() -> Extractor:
 
 
 def extract(source: Path, store: Path, extractor: Extractor, **kwargs: object):
-    config = ExtractConfig(source=source, store=store, input_size=SIZE, batch_size=4, progress=False, **kwargs)
+    config = ExtractConfig(
+        source=source, store=store, input_size=SIZE, batch_size=4, progress=False, **kwargs
+    )
     return run_extract(config, extractor)
 
 
-def test_features_are_the_models_output_for_each_image(tiny_tree: Path, tmp_path: Path, extractor: Extractor) -> None:
+def test_features_are_the_models_output_for_each_image(
+    tiny_tree: Path, tmp_path: Path, extractor: Extractor
+) -> None:
     summary = extract(tiny_tree, tmp_path / "s", extractor)
     assert (summary.discovered, summary.new, summary.computed, summary.failed) == (12, 12, 12, 0)
     data = open_store(tmp_path / "s").load()
@@ -46,7 +50,9 @@ def test_features_are_the_models_output_for_each_image(tiny_tree: Path, tmp_path
         assert data.class_names[label] == path.split("/")[0]
 
 
-def test_rerun_computes_only_new_and_changed_images(tiny_tree: Path, tmp_path: Path, extractor: Extractor) -> None:
+def test_rerun_computes_only_new_and_changed_images(
+    tiny_tree: Path, tmp_path: Path, extractor: Extractor
+) -> None:
     store = tmp_path / "s"
     extract(tiny_tree, store, extractor)
     again = extract(tiny_tree, store, extractor)
@@ -90,7 +96,9 @@ def test_bad_images_are_recorded_retried_and_never_become_data(
     assert "dogs/cut.jpg" in set(store.load().paths)
 
 
-def test_other_settings_are_refused_then_rebuilt(tiny_tree: Path, tmp_path: Path, extractor: Extractor) -> None:
+def test_other_settings_are_refused_then_rebuilt(
+    tiny_tree: Path, tmp_path: Path, extractor: Extractor
+) -> None:
     extract(tiny_tree, tmp_path / "s", extractor)
     float16 = Extractor(weights="random", input_size=SIZE, batch_size=4, dtype="float16")
     with pytest.raises(StoreError, match=r"dtype: 'float32' != 'float16'.*--rebuild"):
@@ -103,7 +111,9 @@ def test_other_settings_are_refused_then_rebuilt(tiny_tree: Path, tmp_path: Path
 
 
 def test_extra_layers_and_flipped_views_are_kept(tiny_tree: Path, tmp_path: Path) -> None:
-    extractor = Extractor(weights="random", input_size=SIZE, batch_size=4, extra_layers=("block4_pool",), flip_views=True)
+    extractor = Extractor(
+        weights="random", input_size=SIZE, batch_size=4, extra_layers=("block4_pool",), flip_views=True
+    )
     extract(tiny_tree, tmp_path / "s", extractor)
     store = open_store(tmp_path / "s")
     assert store.load("train", layer="block4_pool").features.shape[1:] == (2, 2, 512)
@@ -115,8 +125,18 @@ def test_extra_layers_and_flipped_views_are_kept(tiny_tree: Path, tmp_path: Path
 
 def test_cli_extract_prints_a_json_summary_last(tiny_tree: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        main, ["extract", str(tiny_tree), "--store", str(tmp_path / "s"), "--weights", "random",
-               "--input-size", str(SIZE), "--json"],
+        main,
+        [
+            "extract",
+            str(tiny_tree),
+            "--store",
+            str(tmp_path / "s"),
+            "--weights",
+            "random",
+            "--input-size",
+            str(SIZE),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])

@@ -21,7 +21,9 @@ from featurestore.writer import Row, StoreWriter
 FP = Fingerprint(weights_sha256="a" * 64, input_size=32)
 
 
-def row(relpath: str, value: float, split: str = "train", label: str | None = "cats", image_id: str | None = None) -> Row:
+def row(
+    relpath: str, value: float, split: str = "train", label: str | None = "cats", image_id: str | None = None
+) -> Row:
     return Row(
         relpath=relpath,
         image_id=image_id or (relpath.encode().hex() * 64)[:64],
@@ -35,8 +37,12 @@ def row(relpath: str, value: float, split: str = "train", label: str | None = "c
 
 def writer(path: Path, **kwargs) -> StoreWriter:
     return StoreWriter(
-        path, fingerprint=kwargs.pop("fingerprint", FP), split_fractions=SplitFractions(),
-        source_root="/src", class_names=("cats", "dogs"), **kwargs,
+        path,
+        fingerprint=kwargs.pop("fingerprint", FP),
+        split_fractions=SplitFractions(),
+        source_root="/src",
+        class_names=("cats", "dogs"),
+        **kwargs,
     )
 
 
@@ -87,7 +93,10 @@ def test_other_settings_are_refused_unless_rebuilt(tmp_path: Path) -> None:
     with writer(tmp_path / "s") as w:
         w.commit([row("a.jpg", 1.0)])
     other = Fingerprint(weights_sha256="b" * 64, input_size=32)
-    with pytest.raises(StoreError, match="weights_sha256.*--rebuild"), writer(tmp_path / "s", fingerprint=other):
+    with (
+        pytest.raises(StoreError, match=r"weights_sha256.*--rebuild"),
+        writer(tmp_path / "s", fingerprint=other),
+    ):
         pass
     with writer(tmp_path / "s", fingerprint=other, rebuild=True) as w:
         w.commit([row("c.jpg", 1.0)])
@@ -97,7 +106,11 @@ def test_other_settings_are_refused_unless_rebuilt(tmp_path: Path) -> None:
 
 
 def test_a_second_writer_is_refused_at_once(tmp_path: Path) -> None:
-    with writer(tmp_path / "s"), pytest.raises(StoreLockedError, match="another extract"), writer(tmp_path / "s"):
+    with (
+        writer(tmp_path / "s"),
+        pytest.raises(StoreLockedError, match="another extract"),
+        writer(tmp_path / "s"),
+    ):
         pass
 
 

@@ -1,0 +1,255 @@
+"""Find the images of a source: a folder of class folders, an unlabeled folder, or a CSV manifest.
+
+Discovery only lists directory entries (``os.scandir``) and never opens an image; whether a file
+really decodes is `featurestore.images`' job.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["IMAGE_EXTENSIONS", "Source", "SourceError", "SourceImage", "discover"]
+
+# Lower-case; a file's extension is compared case-insensitively.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+
+NOT_UTF8 = "file name is not valid UTF-8"
+
+
+class SourceError(Exception):
+    """A source that cannot be read at all; the message names the path and the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceImage:
+    """One image of a source.
+
+    ``path`` is absolute as found (symbolic links are not resolved, so it is the name the user
+    sees); ``relpath`` is POSIX and relative to the source root, the store's key for the image.
+    """
+
+    path: Path
+    relpath: str
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The images of a source, sorted by relpath, and what was passed over and why."""
+
+    root: Path
+    class_names: tuple[str, ...]
+    images: tuple[SourceImage, ...]
+    skipped: tuple[tuple[str, str], ...]
+
+
+def discover(source: str | Path, *, labels: str | None = "inferred") -> Source:
+    """List the images of ``source``: a folder or a ``.csv`` manifest (header ``path,label``).
+
+    A folder whose non-hidden subfolders are classes (Keras' ``image_dataset_from_directory``
+    convention) is labeled, unless ``labels=None`` or it has images directly in it and no
+    subfolders; then every image below it is unlabeled. Raises `SourceError` when the source is
+    missing, unreadable, malformed or holds no usable image.
+    """
+    if labels not in ("inferred", None):
+        raise ValueError(f"labels must be 'inferred' or None, got {labels!r}")
+    path = Path(os.path.abspath(source))
+    if not os.path.exists(path):
+        raise SourceError(f"{path}: does not exist")
+    if path.is_dir():
+        result = _discover_folder(path, labeled=labels is not None)
+    elif path.suffix.lower() == ".csv":
+        result = _discover_manifest(path, labeled=labels is not None)
+    else:
+        raise SourceError(f"{path}: not a folder or a .csv manifest")
+    if not result.images:
+        skipped = result.skipped
+        detail = f" ({len(skipped)} skipped, first: {skipped[0][1]})" if skipped else ""
+        raise SourceError(f"{path}: no images found{detail}")
+    return result
+
+
+def _discover_folder(root: Path, *, labeled: bool) -> Source:
+    """Class folders below ``root``, or every image below it when unlabeled."""
+    try:
+        entries = sorted(_visible(root), key=lambda e: e.name)
+    except OSError as error:
+        raise SourceError(f"{root}: cannot read folder ({error.strerror or error})") from None
+    class_dirs = [e for e in entries if _is_dir(e)]
+    root_real = os.path.realpath(root)
+    found: list[tuple[str, str, str | None]] = []
+    skipped: list[tuple[str, str]] = []
+    class_names: tuple[str, ...] = ()
+    if not labeled or not class_dirs:
+        walk = _walk(str(root), "", root_real, frozenset({root_real}), skipped)
+        found.extend((path, rel, None) for path, rel in walk)
+    else:
+        # A class name that is not UTF-8 cannot be stored; its images are skipped below.
+        class_names = tuple(e.name for e in class_dirs if _is_utf8(e.name))
+        for entry in class_dirs:
+            real = os.path.realpath(entry.path)
+            if real == root_real:
+                skipped.append((_printable(entry.name), "symbolic link loop"))
+                continue
+            walk = _walk(entry.path, entry.name, real, frozenset({root_real, real}), skipped)
+            found.extend((path, rel, entry.name) for path, rel in walk)
+        for entry in entries:
+            if _has_image_extension(entry.name) and _is_file(entry):
+                # Keras ignores these too; say so instead of dropping them silently.
+                reason = "image directly in the root of a class-folder source"
+                skipped.append((_printable(entry.name), reason))
+    images: list[SourceImage] = []
+    for path, rel, label in found:
+        if _is_utf8(rel):
+            images.append(SourceImage(path=Path(path), relpath=rel, label=label))
+        else:
+            skipped.append((_printable(rel), NOT_UTF8))
+    images.sort(key=lambda image: image.relpath)
+    return Source(root, class_names, tuple(images), tuple(sorted(skipped)))
+
+
+def _walk(
+    top: str, top_rel: str, top_real: str, above: frozenset[str], skipped: list[tuple[str, str]]
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(path, relpath)`` of the image files below ``top``, following symbolic links.
+
+    ``above`` holds the resolved real paths of ``top`` and the folders above it. A folder whose
+    real path is already in its own chain is a link loop: skipped, not walked again. A folder
+    reached twice through different links (no loop) is walked twice, as ``os.walk`` would.
+    """
+    stack = [(top, top_rel, top_real, above)]
+    while stack:
+        folder, rel, real, chain = stack.pop()
+        prefix = f"{rel}/" if rel else ""
+        try:
+            entries = list(_visible(folder))
+        except OSError as error:
+            skipped.append((_printable(rel), f"cannot read folder ({error.strerror or error})"))
+            continue
+        for entry in entries:
+            entry_rel = prefix + entry.name
+            if _is_dir(entry):
+                # Only a link can lead elsewhere; a plain subfolder's real path is known without
+                # a system call, which keeps large trees fast.
+                link = entry.is_symlink()
+                entry_real = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
+                if entry_real in chain:
+                    skipped.append((_printable(entry_rel), "symbolic link loop"))
+                else:
+                    stack.append((entry.path, entry_rel, entry_real, chain | {entry_real}))
+            elif _has_image_extension(entry.name):
+                if _is_file(entry):
+                    yield entry.path, entry_rel
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    skipped.append((_printable(entry_rel), "broken symbolic link"))
+                else:
+                    skipped.append((_printable(entry_rel), "not a regular file"))
+
+
+def _discover_manifest(manifest: Path, *, labeled: bool) -> Source:
+    """Images listed in a CSV manifest; paths relative to its folder or absolute."""
+    root = manifest.parent
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            # "path, label" (a space after the comma) is a common hand-written header.
+            fields = [name.strip() for name in reader.fieldnames or []]
+            reader.fieldnames = fields
+            if "path" not in fields:
+                header = ",".join(fields) if fields else "empty file"
+                reason = f"malformed manifest: no 'path' column (header: {header})"
+                raise SourceError(f"{manifest}: {reason}")
+            rows = [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError as error:
+        raise SourceError(f"{manifest}: manifest is not UTF-8 text ({error.reason})") from None
+    except csv.Error as error:
+        raise SourceError(f"{manifest}: malformed manifest: {error}") from None
+    except OSError as error:
+        raise SourceError(f"{manifest}: cannot read manifest ({error.strerror or error})") from None
+
+    # Each key once: a relpath is both skipped and an image never, so consumers can key on it.
+    listed_at: dict[str, tuple[str, str | None, list[int]]] = {}
+    base = str(root)
+    conflicting: set[str] = set()
+    for line, row in rows:
+        listed = row.get("path") or ""
+        if not listed:
+            raise SourceError(f"{manifest}: malformed manifest: line {line} has an empty path")
+        label = ((row.get("label") or "").strip() or None) if labeled else None
+        path = os.path.abspath(os.path.join(base, listed))  # joining an absolute path keeps it
+        relpath = _manifest_key(path, base)
+        _, first_label, lines = listed_at.setdefault(relpath, (path, label, []))
+        lines.append(line)
+        if label != first_label:
+            conflicting.add(relpath)
+
+    images: list[SourceImage] = []
+    skipped: list[tuple[str, str]] = []
+    for relpath, (path, label, lines) in listed_at.items():
+        if relpath in conflicting:
+            # Which label is right is unknowable here; keep the image out rather than guess.
+            where = ", ".join(map(str, lines))
+            skipped.append((relpath, f"listed with different labels (lines {where})"))
+        elif not _has_image_extension(path):
+            skipped.append((relpath, f"not an image extension ({os.path.splitext(path)[1]!r})"))
+        elif not os.path.isfile(path):
+            skipped.append((relpath, "not a file" if os.path.lexists(path) else "file not found"))
+        else:  # listed twice with one label: the same image, kept once
+            images.append(SourceImage(path=Path(path), relpath=relpath, label=label))
+    class_names = tuple(sorted({i.label for i in images if i.label is not None}))
+    images.sort(key=lambda image: image.relpath)
+    return Source(root, class_names, tuple(images), tuple(sorted(skipped)))
+
+
+def _manifest_key(path: str, root: str) -> str:
+    """The store key of a listed file: POSIX relative to the root when below it, else absolute.
+
+    String operations on normalised absolute paths: pathlib costs seconds per 100k rows.
+    """
+    prefix = root.rstrip(os.sep) + os.sep
+    key = path[len(prefix) :] if path.startswith(prefix) else path
+    return key.replace(os.sep, "/")
+
+
+def _visible(folder: str | Path) -> Iterator[os.DirEntry[str]]:
+    """The entries of ``folder`` that are not hidden (dot-prefixed)."""
+    with os.scandir(folder) as entries:
+        yield from (e for e in entries if not e.name.startswith("."))
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a folder, following links; unreadable entries are not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a regular file, following links."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _has_image_extension(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _is_utf8(name: str) -> bool:
+    """False for names ``os.fsdecode`` could only decode with surrogate escapes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    """``name`` with undecodable bytes shown as ``\\xNN``, so that it can be printed and stored."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

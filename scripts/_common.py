@@ -1,0 +1,24 @@
+"""Shared bits of the benchmark scripts: where the photos are, a working copy of a subset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PHOTOS = Path(
+    os.environ.get("FEATURESTORE_PHOTOS", REPO.parent / "shared" / "datasets" / "cats_vs_dogs")
+)
+
+
+def copy_photos(dest: Path, per_class: int, photos: Path = DEFAULT_PHOTOS, skip: int = 0) -> list[Path]:
+    """Copy `per_class` photos of each class (after skipping `skip`) into dest/<class>/."""
+    if not (photos / "cats").is_dir():
+        raise SystemExit(f"no photos at {photos}; set FEATURESTORE_PHOTOS")
+    copied = []
+    for class_dir in sorted(p for p in photos.iterdir() if p.is_dir()):
+        (dest / class_dir.name).mkdir(parents=True, exist_ok=True)
+        for path in sorted(class_dir.iterdir())[skip : skip + per_class]:
+            copied.append(Path(shutil.copy2(path, dest / class_dir.name / path.name)))
+    return copied
