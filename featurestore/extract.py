@@ -294,8 +294,11 @@ class _Run:
 
     def _reuse(self, decoded: _Decoded) -> None:
         maps = self.current.maps_of_id(decoded.image_id)
-        if maps is None:  # the id was only in this run's pending rows
-            maps = next(r.maps for r in self.pending if r.image_id == decoded.image_id)
+        if maps is None:  # first seen in this run: still pending, or committed since the start
+            pending = (r.maps for r in self.pending if r.image_id == decoded.image_id)
+            maps = next(pending, None) or FeatureStore(self.writer.path, self.writer.manifest).maps_of_id(
+                decoded.image_id
+            )
         if self.live_ids.get(decoded.task.image.relpath) == decoded.image_id:
             self.touched += 1  # same bytes, new mtime: rewrite the row so the stat fast path holds
         self.pending.append(self._row(decoded, maps))

@@ -73,6 +73,19 @@ def test_rerun_computes_only_new_and_changed_images(
     assert extract(tiny_tree, store, extractor).computed == 0  # the touched file's new mtime was recorded
 
 
+def test_copies_of_content_committed_earlier_in_the_run_reuse_its_maps(
+    tmp_path: Path, extractor: Extractor
+) -> None:
+    original = write_image(tmp_path / "images" / "cats" / "a_original.png", seed=5)
+    for i in range(40):  # sorted after the original, submitted after its piece is committed
+        shutil.copy(original, tmp_path / "images" / "cats" / f"copy_{i:02d}.png")
+    summary = extract(tmp_path / "images", tmp_path / "s", extractor, commit_every=4, workers=1)
+    assert summary.computed < 41
+    data = open_store(tmp_path / "s").load()
+    assert len(data) == 41 and len(set(data.ids)) == 1
+    assert all(np.array_equal(f, data.features[0]) for f in data.features)
+
+
 def test_bad_images_are_recorded_retried_and_never_become_data(
     tiny_tree: Path, tmp_path: Path, extractor: Extractor
 ) -> None:
