@@ -40,6 +40,13 @@ def main() -> None:
 @click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, help="Decode threads.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option(
+    "--precision",
+    type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+    default="float32",
+    show_default=True,
+    help="Keras dtype policy of the model; mixed ones are for GPUs.",
+)
+@click.option(
     "--extra-layer", "extra_layers", multiple=True, help="Also keep this layer's maps (e.g. block4_pool)."
 )
 @click.option("--flip-views", is_flag=True, help="Also keep the maps of each horizontally flipped image.")
@@ -68,6 +75,7 @@ def extract(source: Path, store: Path, **options: object) -> None:
             batch_size=int(options["batch_size"]),
             workers=int(options["workers"]),
             dtype=str(options["dtype"]),
+            precision=str(options["precision"]),
             extra_layers=tuple(options["extra_layers"]),  # type: ignore[arg-type]
             flip_views=bool(options["flip_views"]),
             split_fractions=SplitFractions.parse(str(options["splits"])),

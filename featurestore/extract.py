@@ -48,6 +48,7 @@ class ExtractConfig:
     batch_size: int = 32
     workers: int = 4
     dtype: str = "float32"
+    precision: str = "float32"
     extra_layers: tuple[str, ...] = ()
     flip_views: bool = False
     split_fractions: SplitFractions = dataclasses.field(default_factory=SplitFractions)
@@ -107,6 +108,7 @@ def _extract_locked(
         input_size=config.input_size,
         extra_layers=config.extra_layers,
         dtype=config.dtype,
+        precision=config.precision,
         flip_views=config.flip_views,
         batch_size=config.batch_size,
     )

@@ -46,6 +46,7 @@ class Extractor:
         layer: str = "block5_pool",
         extra_layers: Sequence[str] = (),
         dtype: str = "float32",
+        precision: str = "float32",
         flip_views: bool = False,
         batch_size: int = 32,
         seed: int = 0,
@@ -55,6 +56,7 @@ class Extractor:
         self.layer = layer
         self.extra_layers = tuple(extra_layers)
         self.dtype = dtype
+        self.precision = precision
         self.flip_views = flip_views
         self.batch_size = batch_size
         self.seed = seed
@@ -73,6 +75,7 @@ class Extractor:
             layer=fp.layer,
             extra_layers=fp.extra_layers,
             dtype=fp.dtype,
+            precision=fp.precision,
             flip_views=fp.flip_views,
             batch_size=batch_size,
         )
@@ -94,6 +97,7 @@ class Extractor:
                 interpolation=INTERPOLATION,
                 weights_sha256=self._weights_sha256(),
                 dtype=self.dtype,
+                precision=self.precision,
                 extra_layers=self.extra_layers,
                 flip_views=self.flip_views,
             )
@@ -142,15 +146,22 @@ class Extractor:
     @property
     def model(self) -> Any:
         if self._model is None:
+            import keras
+
             from featurestore.backbone import build_conv_base
             from featurestore.weights import resolve_weights
 
-            self._model = build_conv_base(
-                self.input_size,
-                resolve_weights(self.weights),
-                outputs=(self.layer, *self.extra_layers),
-                seed=self.seed,
-            )
+            previous = keras.config.dtype_policy()
+            keras.config.set_dtype_policy(self.precision)  # mixed precision on a GPU, if asked
+            try:
+                self._model = build_conv_base(
+                    self.input_size,
+                    resolve_weights(self.weights),
+                    outputs=(self.layer, *self.extra_layers),
+                    seed=self.seed,
+                )
+            finally:
+                keras.config.set_dtype_policy(previous)
         return self._model
 
     def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -175,7 +186,7 @@ class Extractor:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
             out = self.model.predict_on_batch(chunk)
             out = out if isinstance(out, list | tuple) else [out]
-            results.append([np.asarray(o)[: self.batch_size - pad] for o in out])
+            results.append([np.asarray(o, np.float32)[: self.batch_size - pad] for o in out])
         return [np.concatenate(parts) for parts in zip(*results, strict=True)]
 
     def embed_files(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[str | None]]:

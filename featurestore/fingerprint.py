@@ -15,6 +15,8 @@ from typing import Any
 
 EXTRACTOR_VERSION = 1
 DTYPES = ("float32", "float16")
+# Keras dtype policies the conv base may compute in; mixed ones are for GPUs.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -28,6 +30,7 @@ class Fingerprint:
     preprocessing: str = "keras.applications.vgg16.preprocess_input(mode=caffe)"
     weights_sha256: str
     dtype: str = "float32"
+    precision: str = "float32"
     extra_layers: tuple[str, ...] = ()
     flip_views: bool = False
     extractor_version: int = EXTRACTOR_VERSION
@@ -36,6 +39,8 @@ class Fingerprint:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.input_size < 32:
             raise ValueError(f"input_size must be at least 32 (VGG16 pools 5 times), not {self.input_size}")
         if self.layer in self.extra_layers:

@@ -166,3 +166,15 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["info", str(tmp_path)])
     assert result.exit_code == 1 and "not a feature store" in result.output
+
+
+def test_mixed_precision_is_recorded_and_close_to_float32(
+    tiny_tree: Path, tmp_path: Path, extractor: Extractor
+) -> None:
+    mixed = Extractor(weights="random", input_size=SIZE, batch_size=4, precision="mixed_bfloat16")
+    assert mixed.fingerprint.digest != extractor.fingerprint.digest
+    assert mixed.fingerprint.weights_sha256 == extractor.fingerprint.weights_sha256
+    images = np.stack([load_image(p, SIZE) for p in sorted(tiny_tree.rglob("*.jpg"))])
+    full, half = extractor.embed(images)["features"], mixed.embed(images)["features"]
+    assert half.dtype == np.float32 and not np.array_equal(full, half)
+    assert np.abs(full - half).mean() < 0.05 * np.abs(full).mean()
