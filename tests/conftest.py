@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,35 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "cats_vs_dogs"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def built_once(path: Path, build: Callable[[Path], object]) -> Path:
+    """`path`, built by `build(path)` unless another xdist worker (or test) already built it.
+
+    Session fixtures run once per worker, and xdist_group does not take effect with pytest 9
+    and xdist 3.8, so costly shared inputs are built under a file lock in a shared folder.
+    """
+    done = path.with_name(path.name + ".done")
+    with _locked(path):
+        if not done.exists():
+            build(path)
+            done.touch()
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that all xdist workers of this run share (each worker's basetemp's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(autouse=True)
@@ -61,25 +93,27 @@ def imagenet_weights(request: pytest.FixtureRequest) -> Path:
     from featurestore.weights import import_imagenet_from_onnx
 
     cache = Path(request.config.cache.mkdir("featurestore_weights"))
-    return import_imagenet_from_onnx(cache)
+    with _locked(cache / "import"):  # one download even when two workers start together
+        return import_imagenet_from_onnx(cache)
 
 
 E2E_PER_CLASS = 200  # 400 real photos: about a minute of extraction on 2 CPU cores
 
 
 @pytest.fixture(scope="session")
-def real_store(photos_dir: Path, imagenet_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store of the first 200 cats and 200 dogs, extracted once per session with real weights.
+def real_store(photos_dir: Path, imagenet_weights: Path, shared_tmp: Path) -> Path:
+    """A store of the first 200 cats and 200 dogs, extracted once per run with real weights."""
 
-    Tests that use it are marked e2e and grouped onto one xdist worker (xdist_group "e2e").
-    """
-    from featurestore.extract import ExtractConfig, run_extract
+    def build(store: Path) -> None:
+        from featurestore.extract import ExtractConfig, run_extract
 
-    source = tmp_path_factory.mktemp("real") / "images"
-    for class_dir in ("cats", "dogs"):
-        (source / class_dir).mkdir(parents=True)
-        for path in sorted((photos_dir / class_dir).iterdir())[:E2E_PER_CLASS]:
-            (source / class_dir / path.name).symlink_to(path)
-    store = source.parent / "store"
-    run_extract(ExtractConfig(source=source, store=store, weights=str(imagenet_weights), progress=False))
-    return store
+        source = store.parent / "real_images"
+        for class_dir in ("cats", "dogs"):
+            (source / class_dir).mkdir(parents=True, exist_ok=True)
+            for path in sorted((photos_dir / class_dir).iterdir())[:E2E_PER_CLASS]:
+                link = source / class_dir / path.name
+                if not link.is_symlink():
+                    link.symlink_to(path)
+        run_extract(ExtractConfig(source=source, store=store, weights=str(imagenet_weights), progress=False))
+
+    return built_once(shared_tmp / "real_store", build)
