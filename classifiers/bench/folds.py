@@ -1,0 +1,124 @@
+"""The benchmark's data and folds: read once, ordered by image id, split the same for everyone.
+
+The store's rows come back in commit order, which depends on how the store grew. Sorting the
+train+validation rows by image id (the sha256 of the content) makes the fold assignment a
+function of the content, the fold count and the seed alone: the same store and seed give the
+same folds in every run, for every classifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.bench.config import BenchError
+
+#: The store splits the folds are drawn from; the test split is held back for the final fit.
+POOL_SPLITS = ("train", "validation")
+TEST_SPLIT = "test"
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """Labelled train+validation rows (sorted by id) and the test rows, as arrays."""
+
+    X: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    ids_test: np.ndarray
+    class_names: tuple[str, ...]
+    store: dict[str, Any]  # path, fingerprint, fingerprint digest, content digest, counts
+    duplicates_dropped: int
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One resampling of the pool: `index` over all repeats, positions into `BenchData.X`."""
+
+    index: int
+    repeat: int
+    train: np.ndarray
+    test: np.ndarray
+    digest: str  # sha256 of the fold's test ids: names the fold independently of how it was drawn
+
+
+def _labelled_unique(
+    features: np.ndarray, labels: np.ndarray, ids: np.ndarray, paths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Keep labelled rows, one per image id, sorted by id (ties broken by path).
+
+    Two files with the same content share an id and identical maps; keeping both could put
+    one in a training fold and its copy in the test fold, which would flatter every model.
+    """
+    keep = np.flatnonzero(labels >= 0)
+    order = keep[np.lexsort((paths[keep].astype(str), ids[keep].astype(str)))]
+    sorted_ids = ids[order].astype(str)
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    order = order[first]
+    # A fancy-indexed copy in memory (the store itself was read as whole splits).
+    return features[order], labels[order], ids[order].astype(str), int((~first).sum())
+
+
+def load_data(store_path: str | Path, folds: int) -> BenchData:
+    """Open the store, read train+validation and test with whole-split reads, check the classes.
+
+    Raises `featurestore.StoreError` for a missing or broken store and `BenchError` when there
+    are fewer than 2 classes or a class has fewer labelled rows than `folds`.
+    """
+    import featurestore
+
+    store = featurestore.open_store(store_path)
+    class_names = tuple(store.class_names)
+    if len(class_names) < 2:
+        raise BenchError(f"{store_path}: the store has {len(class_names)} class(es); a benchmark needs 2")
+    pool = store.load(list(POOL_SPLITS))
+    X, y, ids, dropped = _labelled_unique(pool.features, pool.labels, pool.ids, pool.paths)
+    counts = np.bincount(y, minlength=len(class_names))
+    if (counts < folds).any():
+        low = int(np.argmin(counts))
+        raise BenchError(
+            f"{store_path}: class {class_names[low]!r} has {counts[low]} labelled train+validation "
+            f"row(s); --folds {folds} needs at least {folds} per class"
+        )
+    test = store.load(TEST_SPLIT)
+    X_test, y_test, ids_test, dropped_test = _labelled_unique(
+        test.features, test.labels, test.ids, test.paths
+    )
+    info = {
+        "path": str(Path(store_path).resolve()),
+        "fingerprint": store.fingerprint.to_dict(),
+        "fingerprint_digest": store.fingerprint.digest,
+        "digest": store.digest,
+        "class_names": list(class_names),
+        "counts": store.counts(),
+        "pool_rows": len(y),
+        "test_rows": len(y_test),
+    }
+    return BenchData(X, y, ids, X_test, y_test, ids_test, class_names, info, dropped + dropped_test)
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    """sha256 of a set of image ids (order-free)."""
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
+
+
+def make_folds(y: np.ndarray, ids: np.ndarray, folds: int, repeats: int, seed: int) -> list[Fold]:
+    """Stratified, shuffled, seeded folds (repeated `repeats` times) over rows sorted by id."""
+    from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
+
+    if repeats == 1:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    placeholder = np.zeros((len(y), 1))  # the splitter only looks at y and the row count
+    return [
+        Fold(i, i // folds, train, test, ids_digest(ids[test]))
+        for i, (train, test) in enumerate(splitter.split(placeholder, y))
+    ]

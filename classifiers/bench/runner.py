@@ -1,0 +1,190 @@
+"""`run_benchmark`: plan the cells, reuse the cached ones, run the rest in parallel, report.
+
+The store is read once, in the parent, with whole-split reads. Workers (joblib's loky
+processes) get the arrays as read-only memory maps of one temporary .npy file each, so N
+workers share one copy in the page cache instead of unpickling N copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.bench.cells import (
+    TEST_FOLD,
+    CellTask,
+    cell_key,
+    cell_path,
+    library_versions,
+    read_cell,
+    recipe,
+    run_cell,
+)
+from classifiers.bench.config import BenchConfig, BenchError, Variant, expand_variants
+from classifiers.bench.folds import BenchData, Fold, ids_digest, load_data, make_folds
+from classifiers.bench.leaderboard import RANK_METRIC, BenchResult, build_rows
+
+#: Arrays smaller than this go to workers by pickling; larger ones as memory maps.
+MEMMAP_MIN_BYTES = 1 << 20
+
+
+def _plan(
+    variants: list[Variant], data: BenchData, folds: list[Fold], config: BenchConfig, cells_dir: Path
+) -> tuple[list[CellTask], dict[str, dict[str, Any]], bool]:
+    """Every (variant, fold) task, plus the final fit per variant; the full parameters of each."""
+    from classifiers.keras_heads import _KerasHead
+    from classifiers.model_file import jsonable
+    from classifiers.registry import current_params, final_estimator, make_classifier
+
+    tasks, params, any_keras = [], {}, False
+    digest = data.store["digest"]
+    layout = {"seed": config.seed, "folds": config.folds, "repeats": config.repeats}
+    test_digest = ids_digest(data.ids_test)
+    for variant in variants:
+        estimator = make_classifier(variant.classifier, variant.params, variant.features)
+        params[variant.name] = jsonable(current_params(estimator))
+        made = recipe(estimator)
+        keras = isinstance(final_estimator(estimator), _KerasHead)
+        any_keras |= keras
+        for fold in folds:
+            key = cell_key(variant, made, digest, fold.index, fold.digest, keras=keras, **layout)
+            path = cell_path(cells_dir, key)
+            tasks.append(CellTask(variant, key, path, fold.index, fold.repeat, fold.train, fold.test))
+        if len(data.y_test):
+            key = cell_key(variant, made, digest, TEST_FOLD, test_digest, keras=keras, **layout)
+            tasks.append(CellTask(variant, key, cell_path(cells_dir, key), TEST_FOLD, None, None, None))
+    return tasks, params, any_keras
+
+
+@contextlib.contextmanager
+def _shared_arrays(arrays: tuple[np.ndarray, ...], parallel: bool) -> Iterator[tuple[np.ndarray, ...]]:
+    """The arrays as read-only memory maps of temporary .npy files when workers will read them."""
+    if not parallel:
+        yield arrays
+        return
+    with tempfile.TemporaryDirectory(prefix="featurestore-bench-") as tmp:
+        shared = []
+        for i, array in enumerate(arrays):
+            if array.nbytes < MEMMAP_MIN_BYTES:
+                shared.append(array)
+                continue
+            path = Path(tmp) / f"array{i}.npy"
+            np.save(path, np.ascontiguousarray(array))
+            shared.append(np.load(path, mmap_mode="r"))
+        yield tuple(shared)
+
+
+def _progress(show: bool | None, total: int) -> tuple[Any, bool]:
+    """A tqdm bar on stderr when it is a terminal (or asked for); else one line per cell."""
+    from tqdm.auto import tqdm
+
+    bar = show if show is not None else sys.stderr.isatty()
+    return tqdm(total=total, unit="cell", desc="bench", file=sys.stderr, disable=not bar), bar
+
+
+def _execute(
+    pending: list[CellTask], data: BenchData, config: BenchConfig, cells_dir: Path
+) -> dict[Path, dict[str, Any]]:
+    """Run the pending cells (at most `config.jobs` at once) and return them by file path."""
+    from joblib import Parallel, cpu_count, delayed
+
+    if not pending:
+        return {}
+    cores = cpu_count()
+    jobs = min(cores if config.jobs == -1 else config.jobs, len(pending))
+    # Each of N workers gets cores/N threads for BLAS, OpenMP and TensorFlow; one worker keeps
+    # the libraries' own defaults (the whole machine).
+    threads = None if jobs == 1 else max(1, cores // jobs)
+    arrays = (data.X, data.y, data.X_test, data.y_test)
+    done: dict[Path, dict[str, Any]] = {}
+    bar, show_bar = _progress(config.progress, len(pending))
+    with bar, _shared_arrays(arrays, parallel=jobs > 1) as (X, y, X_test, y_test):
+        parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
+        calls = (delayed(run_cell)(t, X, y, X_test, y_test, data.class_names, threads) for t in pending)
+        for cell in parallel(calls):
+            done[cell_path(cells_dir, cell["key"])] = cell
+            bar.update(1)
+            if not show_bar and config.progress is None:
+                fold = "test split" if cell["fold"] == TEST_FOLD else f"fold {cell['fold']}"
+                print(
+                    f"bench: [{len(done)}/{len(pending)}] {cell['variant']} {fold}: {RANK_METRIC} "
+                    f"{cell['metrics'][RANK_METRIC]:.4f}, fit {cell['fit_seconds']:.1f} s",
+                    file=sys.stderr,
+                )
+    return done
+
+
+def _fold_record(fold: Fold) -> dict[str, Any]:
+    return {
+        "index": fold.index,
+        "repeat": fold.repeat,
+        "n_train": len(fold.train),
+        "n_test": len(fold.test),
+        "test_ids_digest": fold.digest,
+    }
+
+
+@contextlib.contextmanager
+def _out_lock(out: Path) -> Iterator[None]:
+    """One benchmark per output folder; then clear temporary files a killed run left behind."""
+    from featurestore.lock import StoreLockedError, WriterLock
+
+    try:
+        with WriterLock(out):
+            for leftover in [*out.glob(".*.tmp"), *(out / "cells").glob(".*.tmp")]:
+                leftover.unlink(missing_ok=True)
+            yield
+    except StoreLockedError:
+        raise BenchError(f"{out}: another benchmark is writing to this folder; wait for it") from None
+
+
+def run_benchmark(config: BenchConfig) -> BenchResult:
+    """Benchmark the configured classifiers on the store's folds; write the reports to `config.out`.
+
+    Raises `BenchError` or `ParamError` (ValueErrors) for bad settings or data, and
+    `featurestore.StoreError` for a missing or broken store, before any fitting starts.
+    """
+    from classifiers.bench.report import write_reports
+
+    started = time.perf_counter()
+    variants = expand_variants(config)  # bad names and values fail before the data is read
+    data = load_data(config.store, config.folds)
+    folds = make_folds(data.y, data.ids, config.folds, config.repeats, config.seed)
+    cells_dir = config.out / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    with _out_lock(config.out):
+        tasks, params, any_keras = _plan(variants, data, folds, config, cells_dir)
+        cached = {t.path: cell for t in tasks if (cell := read_cell(t.path, t.key)) is not None}
+        pending = list({t.path: t for t in tasks if t.path not in cached}.values())  # one run per file
+        test = " + the test split" if len(data.y_test) else " (no test rows)"
+        print(
+            f"bench: {len(variants)} classifier(s) x {len(folds)} fold(s){test}: {len(tasks)} cells, "
+            f"{len(cached)} reused from {cells_dir}, {len(pending)} to run",
+            file=sys.stderr,
+        )
+        cells = cached | _execute(pending, data, config, cells_dir)
+        fold_cells = {
+            v.name: [cells[t.path] for t in tasks if t.variant is v and t.fold != TEST_FOLD] for v in variants
+        }
+        test_cells = {t.variant.name: cells[t.path] for t in tasks if t.fold == TEST_FOLD}
+        result = BenchResult(
+            config=config,
+            rows=build_rows(variants, params, fold_cells, test_cells),
+            store=data.store,
+            folds=[_fold_record(f) for f in folds],
+            cells_total=len(tasks),
+            cells_reused=sum(t.path in cached for t in tasks),
+            seconds=time.perf_counter() - started,
+            versions=library_versions(any_keras),
+            duplicates_dropped=data.duplicates_dropped,
+        )
+        files = write_reports(result, config.out)
+    return dataclasses.replace(result, files=files)

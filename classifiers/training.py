@@ -1,0 +1,220 @@
+"""Train a registered classifier on a feature store's splits, evaluate it, save it with plots."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+
+from classifiers.keras_heads import _KerasHead
+from classifiers.metrics import evaluate, format_metrics
+from classifiers.model_file import check_destination, jsonable, save_model
+from classifiers.plots import plot_confusion_matrix, plot_training_curves
+from classifiers.registry import current_params, default_features, final_estimator, make_classifier
+
+#: The store's splits `train` reports on, in order.
+EVAL_SPLITS = ("validation", "test")
+
+
+class TrainError(ValueError):
+    """Training cannot run on this store as asked; the message is one line."""
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What `train_from_store` did: metrics per split, files written, time taken."""
+
+    classifier: str
+    features: str | None
+    params: dict[str, Any]
+    model_path: Path
+    metrics: dict[str, dict[str, Any]]
+    plots: dict[str, Path]
+    counts: dict[str, int]
+    fit_seconds: float
+    seconds: float
+    training: dict[str, Any] = field(default_factory=dict)  # flipped views; epochs (heads)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: paths as strings."""
+        return jsonable(
+            {
+                "classifier": self.classifier,
+                "features": self.features,
+                "params": self.params,
+                "model_path": str(self.model_path),
+                "metrics": self.metrics,
+                "plots": {name: str(path) for name, path in self.plots.items()},
+                "counts": self.counts,
+                "fit_seconds": round(self.fit_seconds, 3),
+                "seconds": round(self.seconds, 3),
+                "training": self.training,
+            }
+        )
+
+    def summary(self) -> str:
+        """Human lines for the CLI: sizes and time, then each split's metrics."""
+        sizes = ", ".join(f"{split} {n}" for split, n in self.counts.items())
+        lines = [
+            f"{self.classifier} (features: {self.features or 'maps'}) trained on {sizes} "
+            f"in {self.fit_seconds:.1f} s; model: {self.model_path}"
+        ]
+        lines.append(", ".join(f"{key}: {value}" for key, value in self.training.items()))
+        for split, metrics in self.metrics.items():
+            lines += [f"[{split}]", format_metrics(metrics)]
+        return "\n".join(lines)
+
+
+def fit_estimator(
+    estimator: BaseEstimator,
+    X: np.ndarray,
+    y: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> BaseEstimator:
+    """Fit, handing `validation` to a Keras head (through any pipeline steps in front of it).
+
+    scikit-learn models ignore `validation` here (it is only reported on): none of the
+    registered ones selects a model or stops on a validation set.
+    """
+    head = final_estimator(estimator)
+    if not isinstance(head, _KerasHead) or validation is None:
+        return estimator.fit(X, y)
+    X_val, y_val = validation
+    if isinstance(estimator, Pipeline):
+        # Pipeline does not pass fit parameters through its transforms; do it by hand.
+        front = estimator[:-1]
+        X = front.fit_transform(X, y)
+        X_val = front.transform(X_val)
+    head.fit(X, y, validation_data=(X_val, y_val))
+    return estimator
+
+
+def _labeled(feature_set: Any) -> tuple[np.ndarray, np.ndarray]:
+    keep = feature_set.labels >= 0
+    if keep.all():  # the usual case: no copy of the features
+        return feature_set.features, feature_set.labels
+    return feature_set.features[keep], feature_set.labels[keep]
+
+
+def train_from_store(
+    store_path: str | Path,
+    classifier: str,
+    out: str | Path,
+    params: dict[str, Any] | None = None,
+    features: str | None = None,
+    *,
+    flips: bool | None = None,
+    overwrite: bool = False,
+) -> TrainReport:
+    """Train `classifier` on the store's train split and save it to the folder `out`.
+
+    The validation split drives early stopping of Keras heads; validation and test are
+    evaluated and their metrics saved in the model. Writes ``out/confusion_matrix_<split>.png``
+    and, for Keras heads, ``out/training_curves.png``. Unlabeled rows are ignored.
+
+    `flips` adds the maps of the horizontally flipped training images (a store extracted with
+    ``--flip-views``) to the training rows: free augmentation, since a mirrored cat is a cat.
+    None uses them whenever the store has them. Validation and test are always scored on the
+    images as they are, like new images at prediction time.
+
+    Raises `TrainError`, `ParamError` or `ModelFileError` (ValueErrors) and
+    `featurestore.StoreError`.
+    """
+    import featurestore
+
+    started = time.perf_counter()
+    estimator = make_classifier(classifier, params, features)  # bad names fail before any read
+    check_destination(out, overwrite)  # and an occupied destination before any training
+    store = featurestore.open_store(store_path)
+    class_names = tuple(store.class_names)
+    if len(class_names) < 2:
+        raise TrainError(
+            f"{store_path}: a classifier needs at least 2 classes, the store has {len(class_names)}"
+        )
+    # Whole-split reads: the store reads each split as contiguous slices, fast.
+    splits = {split: _labeled(store.load(split)) for split in ("train", *EVAL_SPLITS)}
+    X, y = splits["train"]
+    has_flips = bool(store.fingerprint.flip_views)
+    if flips and not has_flips:
+        raise TrainError(f"{store_path}: no flipped views to train on (extract with --flip-views)")
+    use_flips = has_flips if flips is None else flips
+    if use_flips:
+        X_flipped, y_flipped = _labeled(store.load("train", flipped=True))
+        X, y = np.concatenate([X, X_flipped]), np.concatenate([y, y_flipped])
+    present = np.unique(y)
+    if len(present) < 2:
+        raise TrainError(
+            f"{store_path}: the train split has labeled rows of {len(present)} class(es); "
+            "a classifier needs at least 2"
+        )
+    X_val, y_val = splits["validation"]
+    fit_started = time.perf_counter()
+    fit_estimator(estimator, X, y, validation=(X_val, y_val) if len(y_val) else None)
+    fit_seconds = time.perf_counter() - fit_started
+
+    metrics = {
+        split: evaluate(estimator, *splits[split], class_names)
+        for split in EVAL_SPLITS
+        if len(splits[split][1])
+    }
+    effective_features = features or default_features(classifier)
+    chosen = jsonable(current_params(estimator))
+    training: dict[str, Any] = {"flipped_views": use_flips}
+    head = final_estimator(estimator)
+    if isinstance(head, _KerasHead):
+        training |= {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_}
+    model_path = save_model(
+        out,
+        estimator,
+        classifier=classifier,
+        class_names=class_names,
+        params=chosen,
+        features=effective_features,
+        metrics=metrics,
+        training=training,
+        fingerprint=store.fingerprint.to_dict(),
+        store_digest=store.digest,
+        overwrite=overwrite,
+    )
+    plots = _plots(estimator, metrics, class_names, model_path, classifier)
+    return TrainReport(
+        classifier=classifier,
+        features=effective_features,
+        params=chosen,
+        model_path=model_path,
+        metrics=metrics,
+        plots=plots,
+        counts={split: len(labels) for split, (_, labels) in splits.items()},
+        fit_seconds=fit_seconds,
+        seconds=time.perf_counter() - started,
+        training=training,
+    )
+
+
+def _plots(
+    estimator: BaseEstimator,
+    metrics: dict[str, dict[str, Any]],
+    class_names: tuple[str, ...],
+    folder: Path,
+    classifier: str,
+) -> dict[str, Path]:
+    """Write the PNGs next to the model; return their paths."""
+    plots = {}
+    for split, split_metrics in metrics.items():
+        plots[f"confusion_matrix_{split}"] = plot_confusion_matrix(
+            split_metrics["confusion_matrix"],
+            class_names,
+            folder / f"confusion_matrix_{split}.png",
+            title=f"{classifier}: {split}",
+        )
+    head = final_estimator(estimator)
+    if isinstance(head, _KerasHead):
+        plots["training_curves"] = plot_training_curves(
+            head.history_, folder / "training_curves.png", title=classifier, best_epoch=head.best_epoch_
+        )
+    return plots

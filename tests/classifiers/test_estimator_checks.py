@@ -1,0 +1,74 @@
+"""scikit-learn's estimator checks over the Keras heads, the transform and every registry pipeline.
+
+Checks that cannot pass are listed below as data, with the reason; they run as strict xfails,
+so a check that starts passing shows up.
+"""
+
+from __future__ import annotations
+
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from classifiers.keras_heads import DenseHead, GapHead, _KerasHead
+from classifiers.registry import available, final_estimator, make_classifier
+from classifiers.transforms import FEATURE_MODES, FeatureTransform
+from tests.classifiers.conftest import fast_params
+
+#: Small heads that still reach the >0.83 training accuracy `check_classifiers_train` demands.
+CHECK_HEAD = {"hidden": 8, "epochs": 4, "batch_size": 64, "learning_rate": 0.05, "random_state": 0}
+
+PIPELINE_XFAILS = {
+    # scikit-learn lists the same two for Pipeline itself (sklearn/utils/_test_common/
+    # instance_generator.py): a Pipeline fits the estimators in its `steps` in place.
+    "check_dont_overwrite_parameters": "Pipeline fits the estimators of its steps in place",
+    "check_estimators_overwrite_params": "Pipeline fits the estimators of its steps in place",
+}
+CALIBRATED_XFAILS = {
+    # CalibratedClassifierCV(ensemble=False) in scikit-learn 1.9 raises IndexError on a
+    # column-vector y instead of ravelling it; store labels are always 1-D.
+    "check_supervised_y_2d": "CalibratedClassifierCV(ensemble=False) fails on (n, 1) targets",
+}
+HEAD_XFAILS = {
+    # float32 matmul kernels round a row differently by its position in the batch (~1e-8
+    # absolute); the check demands rtol 1e-7 on probabilities near 0.1. Whether a given run
+    # hits a differing row depends on the kernels' thread split, so this xfail is not strict.
+    "check_methods_sample_order_invariance": "float32 rounding depends on the row's position",
+}
+
+
+def expected_failed_checks(estimator: BaseEstimator) -> dict[str, str]:
+    failures: dict[str, str] = {}
+    if isinstance(estimator, Pipeline):
+        failures |= PIPELINE_XFAILS
+    final = final_estimator(estimator)
+    if isinstance(final, CalibratedClassifierCV) and not final.ensemble:
+        failures |= CALIBRATED_XFAILS
+    if isinstance(final, _KerasHead):
+        failures |= HEAD_XFAILS
+    return failures
+
+
+HEADS = [DenseHead(**CHECK_HEAD), GapHead(**CHECK_HEAD)]
+OTHERS = [
+    *(FeatureTransform(mode=mode) for mode in FEATURE_MODES),
+    *(make_classifier(name, fast_params(name)) for name in available() if name not in ("dense", "gap")),
+]
+ESTIMATORS = HEADS + OTHERS
+
+
+@parametrize_with_checks(OTHERS, expected_failed_checks=expected_failed_checks, xfail_strict=True)
+def test_sklearn_contract(estimator: BaseEstimator, check) -> None:
+    check(estimator)
+
+
+@parametrize_with_checks(HEADS, expected_failed_checks=expected_failed_checks, xfail_strict=False)
+def test_sklearn_contract_keras_heads(estimator: BaseEstimator, check) -> None:
+    check(estimator)
+
+
+def test_every_registered_classifier_is_checked() -> None:
+    checked = {type(final_estimator(e)).__name__ for e in ESTIMATORS}
+    for name in available():
+        assert type(final_estimator(make_classifier(name))).__name__ in checked, name
