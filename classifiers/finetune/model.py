@@ -25,7 +25,15 @@ VGG_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 #: Blocks `--unfreeze` accepts: that block and everything above it train.
 UNFREEZE_CHOICES = ("block5", "block4")
 #: The layer classes a warm-start head may hold (those `classifiers` heads are built from).
-HEAD_LAYER_CLASSES = ("Flatten", "GlobalAveragePooling2D", "Dense", "Dropout")
+# The layers a classifiers head may hold (its input_norm adds UnitNormalization + Rescaling).
+HEAD_LAYER_CLASSES = (
+    "Flatten",
+    "GlobalAveragePooling2D",
+    "UnitNormalization",
+    "Rescaling",
+    "Dense",
+    "Dropout",
+)
 #: keras.applications.vgg16.preprocess_input (caffe): the ImageNet mean of B, G, R.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 CUSTOM_PACKAGE = "featurestore_finetune"
