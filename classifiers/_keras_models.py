@@ -91,6 +91,23 @@ def _loss_and_accuracy(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(-np.log(picked).mean()), float((proba.argmax(axis=1) == y).mean())
 
 
+@contextlib.contextmanager
+def _quiet_retracing() -> Iterator[None]:
+    """Silence TensorFlow's "retracing" warning while fitting.
+
+    Every head builds a fresh model, so a process that fits many (the estimator checks, the
+    benchmark) traces the same Keras step function many times; TF warns about it, wrongly.
+    """
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@_quiet_retracing()  # a generator context manager also decorates
 def fit(
     model: keras.Model,
     X: np.ndarray,
@@ -108,42 +125,10 @@ def fit(
 
     A loop over `train_on_batch` rather than `model.fit`: the epoch order comes from `rng`
     (no global seeding needed) and an epoch costs no data-pipeline or callback set-up, which
-    halves the time of the estimator checks' many small fits and saves ~30% on large ones. With a validation
-    set and `early_stopping`, training stops after `patience` epochs without a lower
+    halves the time of the estimator checks' many small fits and saves ~30% on large ones.
+    With a validation set and `early_stopping`, training stops after `patience` epochs without a lower
     validation loss and the best epoch's weights are put back, as Keras' EarlyStopping does.
     """
-    with _quiet_retracing():
-        return _fit(model, X, y, validation, epochs, batch_size, early_stopping, patience, rng, verbose)
-
-
-@contextlib.contextmanager
-def _quiet_retracing() -> Iterator[None]:
-    """Silence TensorFlow's "retracing" warning while fitting.
-
-    Every head builds a fresh model, so a process that fits many (the estimator checks, the
-    benchmark) traces the same Keras step function many times; TF warns about it, wrongly.
-    """
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _fit(
-    model: keras.Model,
-    X: np.ndarray,
-    y: np.ndarray,
-    validation: tuple[np.ndarray, np.ndarray] | None,
-    epochs: int,
-    batch_size: int,
-    early_stopping: bool,
-    patience: int,
-    rng: np.random.Generator,
-    verbose: int,
-) -> tuple[dict[str, list[float]], int | None]:
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}
     if validation is not None:
         history |= {"val_loss": [], "val_accuracy": []}
