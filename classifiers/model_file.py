@@ -17,7 +17,6 @@ whoever can edit a payload can edit metadata.json too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -34,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from classifiers import _payload
 from classifiers.keras_heads import FITTED_STATE, DenseHead, GapHead, _KerasHead
+from featurestore.fsutil import file_sha256 as sha256_file
 
 FORMAT = "featurestore-classifier"
 FORMAT_VERSION = 1
@@ -87,14 +87,6 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return repr(value)  # e.g. a RandomState: recorded for people, not for rebuilding
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _head_record(head: _KerasHead) -> dict[str, Any]:
@@ -181,7 +173,7 @@ def save_model(
         }
         text = json.dumps(metadata, indent=2, allow_nan=False)
         (tmp / METADATA).write_text(text + "\n", encoding="utf-8")
-        _move_into_place(tmp, path)
+        move_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -200,7 +192,8 @@ def check_destination(path: str | Path, overwrite: bool) -> None:
         raise ModelFileError(f"{path} already exists ({why})")
 
 
-def _move_into_place(tmp: Path, path: Path) -> None:
+def move_into_place(tmp: Path, path: Path) -> None:
+    """Replace `path` (a folder, if any) with the finished folder `tmp`."""
     old = None
     if path.exists():
         old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"

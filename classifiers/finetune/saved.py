@@ -23,7 +23,15 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from classifiers import _payload
-from classifiers.model_file import FORMAT, FORMAT_VERSION, METADATA, _versions, jsonable, sha256_file
+from classifiers.model_file import (
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA,
+    _versions,
+    jsonable,
+    move_into_place,
+    sha256_file,
+)
 from featurestore.images import ImageError, load_image
 
 KIND = "finetuned"
@@ -174,13 +182,7 @@ def write_model_folder(
         (tmp / METADATA).write_text(
             json.dumps(jsonable(full), indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
