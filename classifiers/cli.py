@@ -16,8 +16,7 @@ import click
 
 from classifiers.bench.command import bench
 from classifiers.finetune.command import finetune
-from featurestore.cli import main
-from featurestore.errors import user_errors
+from featurestore.cli import main, user_errors
 
 __all__ = ["main"]
 

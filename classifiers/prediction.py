@@ -72,9 +72,9 @@ def _main_maps_only(fingerprint: dict[str, Any]) -> Any:
 
 
 def _is_store(source: Path) -> bool:
-    from featurestore.store import MANIFEST
+    import featurestore
 
-    return source.is_dir() and (source / MANIFEST).is_file()
+    return featurestore.is_store(source)
 
 
 def _store_rows(saved: SavedModel, source: Path) -> Iterator[dict[str, Any]]:

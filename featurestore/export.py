@@ -8,8 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featurestore.fsutil import publish
-from featurestore.store import FeatureStore, StoreError
+from featurestore.format import StoreError
+from featurestore.fsutil import atomic_file
+from featurestore.store import FeatureStore
 
 
 def export_store(store: FeatureStore, out: str | Path, *, batch_size: int = 4096) -> int:
@@ -19,11 +20,10 @@ def export_store(store: FeatureStore, out: str | Path, *, batch_size: int = 4096
     """
     out = Path(out)
     n = len(store)
-    shape = store._map_shape("features")
+    shape = store.map_shape()
     text = h5py.string_dtype("utf-8")
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        with h5py.File(tmp, "w") as f:
+        with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
             features = f.create_dataset(
                 "features",
                 shape=(n, *shape),
@@ -48,9 +48,7 @@ def export_store(store: FeatureStore, out: str | Path, *, batch_size: int = 4096
             f.attrs["fingerprint_digest"] = store.fingerprint.digest
             f.attrs["store_digest"] = store.digest
             f.attrs["layout"] = "features (N,H,W,C) float32; labels index class_names (-1 unlabeled)"
-        publish(tmp, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StoreError(f"{out}: cannot write export ({exc})") from None
     return n
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -22,21 +20,22 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.errors import JobInterrupted
 from featurestore.extractor import Extractor
 from featurestore.images import ImageError, load_image
-from featurestore.lock import WriterLock
+from featurestore.lock import FolderLock, store_lock
+from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, SourceImage, discover
 from featurestore.splits import SplitFractions, split_of
 from featurestore.store import FeatureStore
 from featurestore.writer import Row, StoreWriter
 
 
-class ExtractInterrupted(Exception):
+class ExtractInterrupted(JobInterrupted):
     """Stopped by a signal after committing the finished work."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; finished work is committed")
-        self.signum = signum
+        super().__init__(signum, "finished work is committed")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -96,12 +95,12 @@ def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> Ex
     started = time.perf_counter()
     source = discover(config.source, labels=config.labels)
     Path(config.store).mkdir(parents=True, exist_ok=True)
-    with WriterLock(Path(config.store)) as lock:  # refuse a second writer before any costly work
+    with store_lock(Path(config.store)) as lock:  # refuse a second writer before any costly work
         return _extract_locked(config, source, extractor, lock, started)
 
 
 def _extract_locked(
-    config: ExtractConfig, source: Source, extractor: Extractor | None, lock: WriterLock, started: float
+    config: ExtractConfig, source: Source, extractor: Extractor | None, lock: FolderLock, started: float
 ) -> ExtractSummary:
     extractor = extractor or Extractor(
         weights=config.weights,
@@ -126,7 +125,7 @@ def _extract_locked(
         tasks, unchanged, deleted = _diff(source, current, rehash=config.rehash)
         skipped = {relpath: {"reason": reason} for relpath, reason in source.skipped}
         run = _Run(config, extractor, writer, current)
-        with _StopOnSignal() as stop:
+        with StopOnSignal() as stop:
             try:
                 run.process(tasks, stop)
             finally:
@@ -228,7 +227,7 @@ class _Run:
         self.model_seconds = 0.0
         self.last_commit = time.monotonic()
 
-    def process(self, tasks: list[_Task], stop: _StopOnSignal) -> None:
+    def process(self, tasks: list[_Task], stop: StopOnSignal) -> None:
         bar = _progress(len(tasks), self.config.progress)
         batch: list[_Decoded] = []
         for decoded in self._decoded(tasks, stop):
@@ -248,7 +247,7 @@ class _Run:
             self._embed(batch)
         bar.close()
 
-    def _decoded(self, tasks: list[_Task], stop: _StopOnSignal) -> Iterator[_Decoded]:
+    def _decoded(self, tasks: list[_Task], stop: StopOnSignal) -> Iterator[_Decoded]:
         """Decode in worker threads, a bounded window ahead, yielding results in order."""
         window = max(2 * self.config.batch_size, 4 * self.config.workers)
         with ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="decode") as pool:
@@ -332,34 +331,11 @@ class _Run:
         stale = [k for k in recorded if k not in all_failures] if force else []
         if not (self.pending or deleted or stale or all_failures.keys() - recorded.keys()):
             return  # nothing changed: leave the manifest as it is
-        self.writer.commit(self.pending, deleted=deleted or (), failures=all_failures, resolved=stale)
+        self.writer.commit_rows(self.pending, deleted=deleted or (), failures=all_failures, resolved=stale)
         for row in self.pending:
             self.known_ids.add(row.image_id)
         self.pending = []
         self.last_commit = time.monotonic()
-
-
-class _StopOnSignal:
-    """Turn SIGTERM and SIGINT into a flag checked between images (main thread only)."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signum:  # a second signal: stop now, the store is still safe
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def _progress(total: int, enabled: bool) -> Any:

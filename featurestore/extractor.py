@@ -14,20 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.errors import FeaturestoreError
 from featurestore.fingerprint import Fingerprint, library_versions
+from featurestore.format import MAIN_MAPS, map_datasets
 from featurestore.fsutil import atomic_write_bytes, file_sha256
 from featurestore.images import INTERPOLATION, ImageError, load_image
-from featurestore.store import MAIN_MAPS
 
 
-class ExtractorError(Exception):
+class ExtractorError(FeaturestoreError):
     """The extractor cannot be built as asked (weights that do not match, say)."""
-
-
-def map_names(layer: str, extra_layers: Sequence[str], flip_views: bool) -> list[str]:
-    """Dataset names of the maps one image yields, in the order the model returns them."""
-    names = [MAIN_MAPS, *(f"layers/{name}" for name in extra_layers)]
-    return names + [f"flipped/{name}" for name in names] if flip_views else names
 
 
 class Extractor:
@@ -169,7 +164,7 @@ class Extractor:
         from featurestore.backbone import preprocess
 
         batches = [images, images[:, :, ::-1]] if self.flip_views else [images]
-        names = map_names(self.layer, self.extra_layers, self.flip_views)
+        names = map_datasets(self.fingerprint)
         outputs: list[np.ndarray] = []
         for batch in batches:
             outputs.extend(self._run(preprocess(np.ascontiguousarray(batch))))

@@ -13,6 +13,8 @@ import hashlib
 import json
 from typing import Any
 
+from featurestore.vgg16 import LAYER_NAMES, MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
 EXTRACTOR_VERSION = 1
 DTYPES = ("float32", "float16")
 # Keras dtype policies the conv base may compute in; mixed ones are for GPUs.
@@ -37,16 +39,33 @@ class Fingerprint:
     library_versions: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind = _FIELD_TYPES[field.name]
+            if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+                raise ValueError(f"{field.name} must be {kind.__name__}, not {value!r}"[:200])
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
-        if self.input_size < 32:
-            raise ValueError(f"input_size must be at least 32 (VGG16 pools 5 times), not {self.input_size}")
+        if not MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE:
+            raise ValueError(
+                f"input_size must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE}, not {self.input_size}"
+            )
+        unknown = [name for name in self.layers if name not in LAYER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown VGG16 layer(s) {unknown}")
+        if len(set(self.extra_layers)) != len(self.extra_layers):
+            raise ValueError("extra_layers repeats a layer")
         if self.layer in self.extra_layers:
             raise ValueError(f"extra_layers repeats the main layer {self.layer!r}")
         if len(self.weights_sha256) != 64:
             raise ValueError("weights_sha256 must be a sha256 hex digest")
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layers whose maps the store keeps; the first is the main one."""
+        return (self.layer, *self.extra_layers)
 
     @property
     def digest(self) -> str:
@@ -69,8 +88,14 @@ class Fingerprint:
                 f"unknown fingerprint fields {sorted(unknown)} (written by a newer featurestore?)"
             )
         kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["extra_layers"] = tuple(kwargs.get("extra_layers", ()))
-        kwargs["library_versions"] = tuple(sorted(dict(kwargs.get("library_versions", {})).items()))
+        layers = kwargs.get("extra_layers", [])
+        if not isinstance(layers, list | tuple) or not all(isinstance(name, str) for name in layers):
+            raise ValueError(f"extra_layers must be a list of layer names, not {layers!r}"[:200])
+        kwargs["extra_layers"] = tuple(layers)
+        versions = kwargs.get("library_versions", {})
+        if not isinstance(versions, dict):
+            raise ValueError(f"library_versions must be an object, not {versions!r}"[:200])
+        kwargs["library_versions"] = tuple(sorted((str(k), str(v)) for k, v in versions.items()))
         return cls(**kwargs)
 
     def differences(self, other: Fingerprint) -> list[str]:
@@ -81,6 +106,53 @@ class Fingerprint:
             for key in mine
             if key != "library_versions" and mine[key] != theirs[key]
         ]
+
+    # -- compatibility: the one definition -------------------------------------------
+    def feature_differences(self, other: Fingerprint) -> list[str]:
+        """How the main maps of two stores differ in meaning; empty when a head trained on one
+        may read the other's.
+
+        Only `FEATURE_IDENTITY` decides what the main maps are. Storage dtype and compute
+        precision round the same maps differently (float16 storage loses nothing a head can use,
+        bfloat16 compute moves maps by ~1e-3 relative), and extra layers or flipped views are
+        other datasets beside the main maps.
+        """
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{key}: {mine[key]!r} != {theirs[key]!r}" for key in FEATURE_IDENTITY if mine[key] != theirs[key]
+        ]
+
+    def main_maps(self) -> Fingerprint:
+        """This fingerprint without extra layers and flipped views: what embedding new images
+        for a head needs (same dtype and precision as recorded)."""
+        return dataclasses.replace(self, extra_layers=(), flip_views=False)
+
+
+#: The fields that decide what a store's main maps mean (see `Fingerprint.feature_differences`).
+FEATURE_IDENTITY = (
+    "backbone",
+    "layer",
+    "input_size",
+    "interpolation",
+    "preprocessing",
+    "weights_sha256",
+    "extractor_version",
+)
+
+_FIELD_TYPES: dict[str, type] = {
+    "backbone": str,
+    "layer": str,
+    "input_size": int,
+    "interpolation": str,
+    "preprocessing": str,
+    "weights_sha256": str,
+    "dtype": str,
+    "precision": str,
+    "extra_layers": tuple,
+    "flip_views": bool,
+    "extractor_version": int,
+    "library_versions": tuple,
+}
 
 
 def library_versions() -> tuple[tuple[str, str], ...]:

@@ -1,11 +1,30 @@
-"""Durable file operations: write to a temporary name, fsync, rename, fsync the folder."""
+"""Durable file operations: every file and folder the project writes goes through these.
+
+The pattern is always the same: write under a unique temporary name beside the target, fsync,
+rename over the target, fsync the folder. Readers then see the old or the new content, never a
+mix, and a crash leaves at most a temporary name that `remove_stale_temps` recognises (it holds
+the pid of the process that wrote it).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import json
 import os
-import tempfile
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+# ".NAME.<pid>.<hex>.tmp[ENDING]": the pid tells a dead writer's leftover from a live writer's
+# file; ENDING is kept for libraries that insist on a file ending (Keras' ".weights.h5").
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(\.[^/]*)?$")
+# ".NAME.<pid>.<hex>.old": a folder moved aside while its replacement is moved in.
+_OLD = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.old$")
 
 
 def fsync_path(path: Path) -> None:
@@ -17,20 +36,17 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared store from its readers
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
+def temp_name(path: Path, suffix: str = "tmp", ending: str = "") -> Path:
+    """A unique temporary name beside `path`: `.NAME.<pid>.<random>.tmp[ENDING]`."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{suffix}{ending}")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fsync_path(Path(root) / name)
+        fsync_path(Path(root))
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -41,6 +57,138 @@ def publish(tmp: Path, final: Path) -> None:
     fsync_path(final.parent)
 
 
-def file_sha256(path: Path) -> str:
+@contextlib.contextmanager
+def atomic_file(path: str | Path, *, ending: str = "") -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path` durably, else it is removed.
+
+    For writers that want a file name (h5py, savefig, Keras' save, np.savez); `ending` is added
+    to the temporary name for those that check it (Keras: ".weights.h5", ".keras").
+    """
+    path = Path(path)
+    tmp = temp_name(path, ending=ending)
+    try:
+        yield tmp
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> None:
+    """JSON with NaN refused (it is not JSON), written atomically."""
+    atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it takes the place of `path`, else it is removed.
+
+    Replacing an existing folder takes two renames (old aside, new in); a kill between them
+    leaves the old folder under a `.NAME.<pid>.<hex>.old` name, which `recover_folder` puts back.
+    """
+    path = Path(path)
+    recover_folder(path)
+    if path.exists() and not replace:
+        raise FileExistsError(errno.EEXIST, "already exists", str(path))
+    tmp = temp_name(path)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        _fsync_tree(tmp)
+        old = None
+        if path.exists():
+            old = temp_name(path, "old")
+            os.rename(path, old)
+        os.rename(tmp, path)
+        fsync_path(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_folder(path: str | Path) -> None:
+    """Undo the half of a folder replacement that a kill interrupted: with no folder at `path`,
+    move the newest `.NAME.*.old` back; with one, delete the old copies."""
+    path = Path(path)
+    olds = sorted(
+        (entry for entry in _siblings(path, _OLD) if not _alive(entry[1])),
+        key=lambda entry: entry[0].stat().st_mtime_ns,
+    )
+    if not olds:
+        return
+    if not path.exists():
+        newest, _ = olds.pop()
+        os.rename(newest, path)
+        fsync_path(path.parent)
+    for old, _ in olds:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete the temporary files and folders that dead processes left in `folder` (for target
+    `name` only, if given); return what was deleted. A live writer's temporaries are kept."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP.match(entry.name)
+        if match is None or (name is not None and match["name"] != name) or _alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def stale_temps(folder: str | Path) -> list[Path]:
+    """Temporary names of dead processes in `folder` (what `remove_stale_temps` would delete)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        entry
+        for entry in folder.iterdir()
+        if (match := _TEMP.match(entry.name) or _OLD.match(entry.name)) and not _alive(int(match["pid"]))
+    )
+
+
+def _siblings(path: Path, pattern: re.Pattern[str]) -> list[tuple[Path, int]]:
+    if not path.parent.is_dir():
+        return []
+    found = []
+    for entry in path.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match and match["name"] == path.name:
+            found.append((entry, int(match["pid"])))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from featurestore.errors import FeaturestoreError
+
 __all__ = ["DEFAULT_MAX_PIXELS", "INTERPOLATION", "ImageError", "load_image"]
 
 # Recorded in the store's fingerprint: change it (and the extractor version) if the resize changes.
@@ -40,7 +42,7 @@ _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 Image.init()
 
 
-class ImageError(Exception):
+class ImageError(FeaturestoreError):
     """A file that cannot become model input; ``str(error)`` is a one-line reason."""
 
 

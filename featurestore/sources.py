@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from featurestore.errors import FeaturestoreError
+
 __all__ = ["IMAGE_EXTENSIONS", "Source", "SourceError", "SourceImage", "discover"]
 
 # Lower-case; a file's extension is compared case-insensitively.
@@ -20,7 +22,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 NOT_UTF8 = "file name is not valid UTF-8"
 
 
-class SourceError(Exception):
+class SourceError(FeaturestoreError):
     """A source that cannot be read at all; the message names the path and the reason."""
 
 

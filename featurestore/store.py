@@ -1,15 +1,8 @@
-"""The feature store on disk, and its read API.
+"""The read API of a store: a view of its last commit, loaded as numpy arrays.
 
-A store is a folder (layout in docs/store-format.md):
-
-    STORE/manifest.json      the one source of truth, replaced atomically on every commit
-    STORE/pieces/*.h5        immutable HDF5 files of rows, each listed in the manifest
-    STORE/.tmp/              pieces being written (a crash leaves them; the next writer deletes them)
-    STORE/.lock              held by the one writer
-
-HDF5 is not crash-safe for a file being appended to, so nothing is ever appended: a piece is
-written whole under a temporary name, fsynced and renamed, and only then named in a new
-manifest. A reader that opens the manifest sees exactly the pieces committed at that instant.
+A store is a folder (layout in docs/store-format.md and `featurestore.format`): immutable HDF5
+pieces named by an atomically replaced manifest. A reader that opens the manifest sees exactly
+the pieces committed at that instant; later commits are seen by opening again.
 """
 
 from __future__ import annotations
@@ -25,83 +18,22 @@ import h5py
 import numpy as np
 
 from featurestore.fingerprint import Fingerprint
+from featurestore.format import (
+    COLUMNS,
+    MAIN_MAPS,
+    TEXT_COLUMNS,
+    Manifest,
+    PieceInfo,
+    StoreError,
+    is_store,
+    map_dataset,
+    map_datasets,
+    read_manifest,
+)
 from featurestore.splits import SPLITS, SplitFractions
+from featurestore.vgg16 import output_shape
 
-FORMAT = "featurestore.store/1"
-MANIFEST = "manifest.json"
-PIECES = "pieces"
-MAIN_MAPS = "features"
-COLUMNS = ("ids", "paths", "labels", "splits", "sizes", "mtime_ns")
-
-
-class StoreError(Exception):
-    """A store that cannot be opened or used; the message names the store and the reason."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class PieceInfo:
-    file: str
-    rows: int
-    sha256: str
-    generation: int
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Manifest:
-    generation: int
-    fingerprint: Fingerprint
-    class_names: tuple[str, ...]
-    source_root: str
-    split_fractions: SplitFractions
-    pieces: tuple[PieceInfo, ...] = ()
-    deleted: dict[str, int] = dataclasses.field(default_factory=dict)
-    failures: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    updated: str = ""
-
-    def to_json(self) -> bytes:
-        data = {
-            "format": FORMAT,
-            "generation": self.generation,
-            "fingerprint": self.fingerprint.to_dict(),
-            "fingerprint_digest": self.fingerprint.digest,
-            "class_names": list(self.class_names),
-            "source_root": self.source_root,
-            "split_fractions": self.split_fractions.to_dict(),
-            "pieces": [dataclasses.asdict(p) for p in self.pieces],
-            "deleted": self.deleted,
-            "failures": self.failures,
-            "updated": self.updated,
-        }
-        return json.dumps(data, indent=1, ensure_ascii=False).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes, origin: Path) -> Manifest:
-        try:
-            data = json.loads(raw)
-            if data.get("format") != FORMAT:
-                raise ValueError(f"unknown format {data.get('format')!r}, expected {FORMAT}")
-            return cls(
-                generation=int(data["generation"]),
-                fingerprint=Fingerprint.from_dict(data["fingerprint"]),
-                class_names=tuple(data["class_names"]),
-                source_root=data["source_root"],
-                split_fractions=SplitFractions(**data["split_fractions"]),
-                pieces=tuple(PieceInfo(**p) for p in data["pieces"]),
-                deleted=dict(data.get("deleted", {})),
-                failures=dict(data.get("failures", {})),
-                updated=data.get("updated", ""),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"{origin}: not a valid featurestore manifest ({exc})") from None
-
-
-def read_manifest(store_dir: Path) -> Manifest:
-    path = store_dir / MANIFEST
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise StoreError(f"{store_dir}: not a feature store (no {MANIFEST})") from None
-    return Manifest.from_json(raw, path)
+__all__ = ["FeatureSet", "FeatureStore", "StoreError", "StoredImage", "is_store", "open_store"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +60,21 @@ class _PieceIndex:
     live: np.ndarray  # bool per row
 
 
-def read_columns(path: Path) -> dict[str, np.ndarray]:
+@dataclasses.dataclass(frozen=True)
+class StoredImage:
+    """One live row's image: where it is, what it is, where it goes."""
+
+    path: Path  # absolute: the source root joined with relpath
+    relpath: str
+    label: str  # "" when unlabeled
+    image_id: str  # sha256 of the file's bytes when it was extracted
+    split: str
+
+
+def _read_columns(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         columns = {name: f[name][()] for name in COLUMNS}
-    for name in ("ids", "paths", "labels", "splits"):
+    for name in TEXT_COLUMNS:
         columns[name] = np.array([v.decode("utf-8") for v in columns[name]], dtype=object)
     return columns
 
@@ -154,7 +97,7 @@ class FeatureStore:
         for info in manifest.pieces:
             piece_path = self.path / info.file
             try:
-                columns = read_columns(piece_path)
+                columns = _read_columns(piece_path)
             except (OSError, KeyError) as exc:
                 raise StoreError(f"{piece_path}: committed piece cannot be read ({exc})") from None
             pieces.append(_PieceIndex(info, columns, np.zeros(info.rows, dtype=bool)))
@@ -178,13 +121,26 @@ class FeatureStore:
         return self.manifest.class_names
 
     @property
+    def split_fractions(self) -> SplitFractions:
+        return self.manifest.split_fractions
+
+    @property
+    def source_root(self) -> Path:
+        """The folder the stored relative paths are relative to."""
+        return Path(self.manifest.source_root)
+
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
+
+    @property
     def failures(self) -> dict[str, dict[str, Any]]:
         return self.manifest.failures
 
     @property
     def layers(self) -> tuple[str, ...]:
         """Layers whose maps the store holds; the first is the main one (`features`)."""
-        return (self.fingerprint.layer, *self.fingerprint.extra_layers)
+        return self.fingerprint.layers
 
     def __len__(self) -> int:
         return int(sum(p.live.sum() for p in self._pieces))
@@ -194,6 +150,26 @@ class FeatureStore:
         for piece in self._pieces:
             for r in np.flatnonzero(piece.live):
                 yield {name: piece.columns[name][r] for name in COLUMNS}
+
+    def images(self, split: str | Sequence[str] | None = None) -> list[StoredImage]:
+        """The live rows' images of one split, several, or all (None), in store order."""
+        wanted = set(self._check_splits(split))
+        root = self.source_root
+        return [
+            StoredImage(
+                path=root / row["paths"],
+                relpath=row["paths"],
+                label=row["labels"],
+                image_id=row["ids"],
+                split=row["splits"],
+            )
+            for row in self.live_rows()
+            if row["splits"] in wanted
+        ]
+
+    def image_paths(self, split: str | Sequence[str] | None = None) -> list[Path]:
+        """Absolute paths of the live rows' images (see `images`)."""
+        return [image.path for image in self.images(split)]
 
     @property
     def digest(self) -> str:
@@ -219,8 +195,11 @@ class FeatureStore:
             raise StoreError(f"{self.path}: no maps for layer {layer!r} (has {list(self.layers)})")
         if flipped and not self.fingerprint.flip_views:
             raise StoreError(f"{self.path}: extracted without flipped views (--flip-views)")
-        name = MAIN_MAPS if layer == self.fingerprint.layer else f"layers/{layer}"
-        return f"flipped/{name}" if flipped else name
+        return map_dataset(layer, main_layer=self.fingerprint.layer, flipped=flipped)
+
+    def map_shape(self, layer: str | None = None, *, flipped: bool = False) -> tuple[int, ...]:
+        """(H, W, C) of one layer's maps, as stored (the main layer's by default)."""
+        return self._shape_of(self._dataset_name(layer, flipped))
 
     def _selections(self, splits: Sequence[str]) -> Iterator[tuple[_PieceIndex, int, int, np.ndarray]]:
         """(piece, start, stop, live mask within [start, stop)) for each contiguous split run."""
@@ -267,7 +246,7 @@ class FeatureStore:
         return splits
 
     def _read(self, selections: list[tuple[_PieceIndex, int, int, np.ndarray]], name: str) -> FeatureSet:
-        shape = self._map_shape(name)
+        shape = self._shape_of(name)
         total = sum(int(mask.sum()) for *_, mask in selections)
         features = np.empty((total, *shape), dtype=np.float32)
         parts: dict[str, list[np.ndarray]] = {c: [] for c in ("ids", "paths", "labels", "splits")}
@@ -291,12 +270,15 @@ class FeatureStore:
             class_names=self.class_names,
         )
 
-    def _map_shape(self, name: str) -> tuple[int, ...]:
+    def _shape_of(self, name: str) -> tuple[int, ...]:
+        """The shape the pieces hold; VGG16's geometry for a store with no rows yet."""
         for piece in self._pieces:
             with h5py.File(self.path / piece.info.file, "r") as f:
                 return tuple(f[name].shape[1:])
-        layer = self.fingerprint.layer if name.endswith(MAIN_MAPS) else name.rsplit("/", 1)[-1]
-        return vgg16_map_shape(layer, self.fingerprint.input_size)
+        layer = name.removeprefix("flipped/").removeprefix("layers/")
+        return output_shape(
+            self.fingerprint.layer if layer == MAIN_MAPS else layer, self.fingerprint.input_size
+        )
 
     def maps_of_id(self, image_id: str) -> dict[str, np.ndarray] | None:
         """Every map stored for an image id (any row, live or not), or None if unknown."""
@@ -304,23 +286,8 @@ class FeatureStore:
             rows = np.flatnonzero(piece.columns["ids"] == image_id)
             if len(rows):
                 with h5py.File(self.path / piece.info.file, "r") as f:
-                    return {name: f[name][int(rows[0])] for name in _map_datasets(f)}
+                    return {name: f[name][int(rows[0])] for name in map_datasets(self.fingerprint)}
         return None
-
-
-def _map_datasets(f: h5py.File) -> list[str]:
-    names: list[str] = []
-    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-    return [name for name in names if name not in COLUMNS]
-
-
-def vgg16_map_shape(layer: str, input_size: int) -> tuple[int, int, int]:
-    """(H, W, C) of a VGG16 `blockN_pool` map: each block halves the size (floor)."""
-    block = int(layer.removeprefix("block")[0])
-    size = input_size
-    for _ in range(block):
-        size //= 2
-    return (size, size, (64, 128, 256, 512, 512)[block - 1])
 
 
 def _concat(arrays: list[np.ndarray]) -> np.ndarray:

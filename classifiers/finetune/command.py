@@ -70,7 +70,7 @@ def finetune(store: Path, as_json: bool, **options: object) -> None:
     """
     from classifiers.finetune.config import FinetuneConfig
     from classifiers.finetune.job import run_finetune
-    from featurestore.errors import user_errors
+    from featurestore.cli import user_errors
 
     with user_errors():
         try:

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 from keras import ops
 
-#: (block, conv layers, channels) of VGG16, as `keras.applications.VGG16` names them.
-VGG_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+from featurestore.vgg16 import BLOCKS
+
 #: Blocks `--unfreeze` accepts: that block and everything above it train.
 UNFREEZE_CHOICES = ("block5", "block4")
 #: The layer classes a warm-start head may hold (those `classifiers` heads are built from).
@@ -74,7 +74,7 @@ def conv_layer_names(first_block: int = 1) -> list[str]:
     """Names of the VGG16 conv layers of `first_block` and above."""
     return [
         f"block{block}_conv{conv}"
-        for block, convs, _ in VGG_BLOCKS
+        for block, convs, _ in BLOCKS
         if block >= first_block
         for conv in range(1, convs + 1)
     ]
@@ -104,7 +104,7 @@ def build_networks(input_size: int, head: keras.Model, unfreeze: str, policy: st
         raise ValueError(f"unfreeze must be one of {', '.join(UNFREEZE_CHOICES)}, not {unfreeze!r}")
     first_trainable = int(unfreeze.removeprefix("block"))
     blocks: list[list[keras.layers.Layer]] = []
-    for block, convs, channels in VGG_BLOCKS:
+    for block, convs, channels in BLOCKS:
         layers = [
             keras.layers.Conv2D(
                 channels, 3, padding="same", activation="relu", name=f"block{block}_conv{i}", dtype=policy

@@ -70,7 +70,7 @@ def make_flip_store(path: Path) -> Path:
         source_root="",
         class_names=CLASS_NAMES,
     ) as writer:
-        writer.commit(rows)
+        writer.commit_rows(rows)
     return path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurestore.lock import WriterLock
+from featurestore.lock import store_lock
 from featurestore.store import open_store
 from featurestore.verify import verify_store
 from tests.conftest import write_image
@@ -122,7 +122,7 @@ def test_sigterm_commits_finished_work_and_exits_non_zero(
 def test_a_second_extract_on_the_same_store_exits_at_once(tree: Path, tmp_path: Path) -> None:
     store = tmp_path / "s"
     store.mkdir()
-    with WriterLock(store):
+    with store_lock(store):
         started = time.monotonic()
         result = subprocess.run(extract_command(tree, store), capture_output=True, text=True, timeout=120)
     assert result.returncode == 1

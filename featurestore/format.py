@@ -1,0 +1,209 @@
+"""The on-disk format of a store: file names, columns, dataset names, and the manifest.
+
+Everything here can be read with `json` and `h5py` alone (docs/store-format.md). The manifest
+is the one source of truth and is validated in full when it is read: a wrong type, a piece
+outside the store or a fingerprint that does not match its digest is refused in one line that
+names the field, never trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from featurestore.errors import FeaturestoreError
+from featurestore.fingerprint import Fingerprint
+from featurestore.splits import SplitFractions
+
+FORMAT = "featurestore.store/1"
+MANIFEST = "manifest.json"
+PIECES = "pieces"
+TMP = ".tmp"  # pieces being written; the next writer deletes what is left
+TEXT_COLUMNS = ("ids", "paths", "labels", "splits")
+NUMBER_COLUMNS = ("sizes", "mtime_ns")
+COLUMNS = TEXT_COLUMNS + NUMBER_COLUMNS
+MAIN_MAPS = "features"  # dataset of the main layer's maps; extra layers are layers/<name>
+FLIPPED = "flipped"  # group of the maps of the horizontally flipped images
+
+# A piece is named in the manifest by a path inside pieces/; nothing else is ever opened.
+_PIECE_FILE = re.compile(r"^pieces/[A-Za-z0-9][A-Za-z0-9._-]*\.h5$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class StoreError(FeaturestoreError):
+    """A store that cannot be opened or used; the message names the store and the reason."""
+
+
+def map_dataset(layer: str | None, *, main_layer: str, flipped: bool = False) -> str:
+    """Dataset name of a layer's maps in a piece: `features`, `layers/<name>`, `flipped/...`."""
+    name = MAIN_MAPS if layer in (None, main_layer) else f"layers/{layer}"
+    return f"{FLIPPED}/{name}" if flipped else name
+
+
+def map_datasets(fingerprint: Fingerprint) -> list[str]:
+    """Dataset names of the maps every piece of a store with this fingerprint holds, in the
+    order the extractor returns them."""
+    names = [map_dataset(layer, main_layer=fingerprint.layer) for layer in fingerprint.layers]
+    return names + [f"{FLIPPED}/{name}" for name in names] if fingerprint.flip_views else names
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PieceInfo:
+    """A committed piece: its file (relative to the store), rows, sha256 and commit generation."""
+
+    file: str
+    rows: int
+    sha256: str
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Manifest:
+    generation: int
+    fingerprint: Fingerprint
+    class_names: tuple[str, ...]
+    source_root: str
+    split_fractions: SplitFractions
+    pieces: tuple[PieceInfo, ...] = ()
+    deleted: dict[str, int] = dataclasses.field(default_factory=dict)
+    failures: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    updated: str = ""
+
+    def to_json(self) -> bytes:
+        data = {
+            "format": FORMAT,
+            "generation": self.generation,
+            "fingerprint": self.fingerprint.to_dict(),
+            "fingerprint_digest": self.fingerprint.digest,
+            "class_names": list(self.class_names),
+            "source_root": self.source_root,
+            "split_fractions": self.split_fractions.to_dict(),
+            "pieces": [dataclasses.asdict(p) for p in self.pieces],
+            "deleted": self.deleted,
+            "failures": self.failures,
+            "updated": self.updated,
+        }
+        return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, origin: Path) -> Manifest:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{origin}: not a valid featurestore manifest (not JSON: {exc})") from None
+        try:
+            return _parse(data)
+        except _Invalid as exc:
+            raise StoreError(f"{origin}: not a valid featurestore manifest ({exc})") from None
+
+
+class _Invalid(Exception):
+    """A field of the manifest that is missing or wrong; the message names it."""
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], field: str) -> Any:
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise _Invalid(f"{field} must be {_KIND_WORDS.get(names, names)}, not {value!r}"[:300])
+    return value
+
+
+_KIND_WORDS = {"int": "an integer", "str": "a string", "dict": "an object", "list": "a list"}
+
+
+def _count(value: Any, field: str, low: int = 0, high: int | None = None) -> int:
+    _expect(value, int, field)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise _Invalid(f"{field} must be {bound}, not {value}")
+    return value
+
+
+def _parse(data: Any) -> Manifest:
+    _expect(data, dict, "the manifest")
+    if data.get("format") != FORMAT:
+        raise _Invalid(f"unknown format {data.get('format')!r}, expected {FORMAT}")
+    for key in ("generation", "fingerprint", "class_names", "source_root", "split_fractions", "pieces"):
+        if key not in data:
+            raise _Invalid(f"field {key} is missing")
+    generation = _count(data["generation"], "generation")
+    try:
+        fingerprint = Fingerprint.from_dict(_expect(data["fingerprint"], dict, "fingerprint"))
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(f"fingerprint: {exc}") from None
+    if data.get("fingerprint_digest", fingerprint.digest) != fingerprint.digest:
+        raise _Invalid("fingerprint_digest does not match the fingerprint (edited by hand?)")
+    class_names = _expect(data["class_names"], list, "class_names")
+    for i, name in enumerate(class_names):
+        _expect(name, str, f"class_names[{i}]")
+    if len(set(class_names)) != len(class_names):
+        raise _Invalid("class_names repeats a name")
+    fractions = _expect(data["split_fractions"], dict, "split_fractions")
+    for key, value in fractions.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise _Invalid(f"split_fractions.{key} must be a finite number, not {value!r}")
+    try:
+        split_fractions = SplitFractions(**fractions)
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(f"split_fractions: {exc}") from None
+    pieces = []
+    for i, piece in enumerate(_expect(data["pieces"], list, "pieces")):
+        where = f"pieces[{i}]"
+        _expect(piece, dict, where)
+        if set(piece) != {"file", "rows", "sha256", "generation"}:
+            raise _Invalid(f"{where} must have exactly file, rows, sha256, generation")
+        file = _expect(piece["file"], str, f"{where}.file")
+        if not _PIECE_FILE.match(file):
+            raise _Invalid(f"{where}.file {file!r} is not a file inside {PIECES}/")
+        sha256 = _expect(piece["sha256"], str, f"{where}.sha256")
+        if not _SHA256.match(sha256):
+            raise _Invalid(f"{where}.sha256 is not a sha256 hex digest")
+        pieces.append(
+            PieceInfo(
+                file=file,
+                rows=_count(piece["rows"], f"{where}.rows", 1),
+                sha256=sha256,
+                generation=_count(piece["generation"], f"{where}.generation", 1, generation),
+            )
+        )
+    if len({p.file for p in pieces}) != len(pieces):
+        raise _Invalid("pieces names a file twice")
+    deleted = _expect(data.get("deleted", {}), dict, "deleted")
+    for relpath, at in deleted.items():
+        _count(at, f"deleted[{relpath!r}]", 0, generation)
+    failures = _expect(data.get("failures", {}), dict, "failures")
+    for relpath, failure in failures.items():
+        _expect(failure, dict, f"failures[{relpath!r}]")
+        _expect(failure.get("reason"), str, f"failures[{relpath!r}].reason")
+    return Manifest(
+        generation=generation,
+        fingerprint=fingerprint,
+        class_names=tuple(class_names),
+        source_root=_expect(data["source_root"], str, "source_root"),
+        split_fractions=split_fractions,
+        pieces=tuple(pieces),
+        deleted=dict(deleted),
+        failures=dict(failures),
+        updated=_expect(data.get("updated", ""), str, "updated"),
+    )
+
+
+def read_manifest(store_dir: Path) -> Manifest:
+    """The validated manifest of a store; `StoreError` naming the field otherwise."""
+    path = Path(store_dir) / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(f"{store_dir}: not a feature store (no {MANIFEST})") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return Manifest.from_json(raw, path)
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether `path` is a store folder (has a manifest); says nothing about its health."""
+    return (Path(path) / MANIFEST).is_file()
