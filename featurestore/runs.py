@@ -9,15 +9,16 @@ written leaves at most a temporary file (fsutil), never a broken history.
 
     with record_run(store_dir, kind="extract", engine="local") as run:
         ...
-        run.update(counts={...}, stages={...}, generation=12)
+        run.update(**extract_fields(summary), **store_fields(store), drift=report.to_dict())
     list_runs(store_dir, last=10)
+
+(`extract_fields` and `store_fields` are in featurestore.run_fields.)
 
 Layout and fields: docs/schemas/run-record.schema.json.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -26,22 +27,20 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from featurestore import exitcodes
 from featurestore._version import __version__
 from featurestore.errors import FeaturestoreError, JobInterrupted
-from featurestore.format import MANIFEST, PIECES, read_manifest
+from featurestore.format import read_manifest
 from featurestore.fsutil import atomic_write_json
+from featurestore.run_fields import store_bytes
 
 FORMAT = "featurestore.run/1"
 RUNS = "runs"  # folder of the records, inside the store
 KINDS = ("extract", "compact", "train", "finetune")
-FINISHED = ("ok", "interrupted", "error")
-#: Counts an extract run reports; other kinds may report any subset.
-COUNT_KEYS = ("discovered", "new", "changed", "retried", "removed", "unchanged", "failed", "computed")
 # Fields `update` accepts; everything else in a record is the recorder's own.
 _UPDATABLE = frozenset(
     {
@@ -93,38 +92,6 @@ def _alive(pid: int, started: int | None) -> bool:
     return started is None or process_start(pid) in (None, started)
 
 
-def reason_category(reason: str) -> str:
-    """The kind of a failure reason, without the file-specific detail:
-    'corrupt image data: broken data stream' -> 'corrupt image data'."""
-    head = re.split(r": | \(", reason, maxsplit=1)[0].strip()
-    return head[:80] or "unknown"
-
-
-def failures_by_reason(failures: Mapping[str, str]) -> dict[str, int]:
-    """{relpath: reason} -> {reason category: count}, largest first."""
-    counts: dict[str, int] = {}
-    for reason in failures.values():
-        key = reason_category(reason)
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
-def stage(seconds: float, images: int | None = None) -> dict[str, float | int | None]:
-    """One entry of a record's `stages`: seconds, images and images/s."""
-    rate = images / seconds if images is not None and seconds > 0 else None
-    return {"seconds": float(seconds), "images": images, "images_per_s": rate}
-
-
-def store_bytes(store_dir: str | Path) -> int:
-    """Bytes of a store's data: the manifest and the committed-or-not pieces (not runs/, .tmp/)."""
-    store_dir = Path(store_dir)
-    total = 0
-    for path in [store_dir / MANIFEST, *sorted((store_dir / PIECES).glob("*"))]:
-        with contextlib.suppress(OSError):  # gone meanwhile, or never there
-            total += path.stat().st_size
-    return total
-
-
 def _committed(store_dir: Path) -> tuple[int | None, str | None]:
     """(generation, fingerprint digest) of the store's manifest; (None, None) if unreadable."""
     try:
@@ -132,19 +99,6 @@ def _committed(store_dir: Path) -> tuple[int | None, str | None]:
     except FeaturestoreError:
         return None, None
     return manifest.generation, manifest.fingerprint.digest
-
-
-def store_fields(store: Any) -> dict[str, Any]:
-    """Record fields that describe an open store after a run: live rows per class, size."""
-    classes: dict[str, int] = {}
-    for per_label in store.counts().values():
-        for label, n in per_label.items():
-            classes[label] = classes.get(label, 0) + n
-    return {
-        "generation": store.generation,
-        "fingerprint_digest": store.fingerprint.digest,
-        "store": {"rows": len(store), "classes": classes, "bytes": store_bytes(store.path)},
-    }
 
 
 def _plain(value: Any) -> Any:
@@ -156,26 +110,6 @@ def _plain(value: Any) -> Any:
 
 def _json_copy(value: Any) -> Any:
     return json.loads(json.dumps(value, default=_plain, allow_nan=False))
-
-
-def extract_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Record fields from an extract summary's `--json` dict (docs/schemas/extract-summary...).
-
-    Takes the mapping, not the class, so that this module does not depend on the pipeline.
-    """
-    counts = {key: int(summary[key]) for key in COUNT_KEYS if key in summary}
-    fields: dict[str, Any] = {
-        "counts": counts,
-        "failed_by_reason": failures_by_reason(summary.get("failures", {})),
-    }
-    if "stages" in summary:
-        fields["stages"] = dict(summary["stages"])
-    else:  # today's summary: the whole run, and the model's throughput
-        fields["stages"] = {"total": stage(summary["seconds"], counts.get("computed"))}
-        if summary.get("images_per_s"):
-            seconds = counts.get("computed", 0) / summary["images_per_s"]
-            fields["stages"]["model"] = stage(seconds, counts.get("computed"))
-    return fields
 
 
 class RunRecorder:
@@ -364,13 +298,19 @@ def last_success(store_dir: str | Path, kind: str) -> dict[str, Any] | None:
     return ok[-1] if ok else None
 
 
-def failure_totals(records: list[dict[str, Any]]) -> tuple[int, int]:
-    """(failed, attempted) over finished extract runs: attempted = new + changed + retried."""
-    failed = attempted = 0
-    for record in records:
-        if record.get("kind") != "extract" or record.get("status") not in FINISHED:
-            continue
-        counts = record.get("counts") or {}
-        failed += int(counts.get("failed", 0))
-        attempted += sum(int(counts.get(k, 0)) for k in ("new", "changed", "retried"))
-    return failed, attempted
+def format_runs(records: list[dict[str, Any]]) -> str:
+    """A table of run records for people: start, kind, status, time, counts, generation, error."""
+    header = f"{'started (UTC)':<19}  {'kind':<8}  {'status':<11}  {'seconds':>8}  {'new':>6}  {'changed':>7}"
+    header += f"  {'removed':>7}  {'failed':>6}  {'gen':>4}  error"
+    lines = [header]
+    for r in records:
+        counts = r.get("counts") or {}
+        seconds = "" if r.get("seconds") is None else f"{r['seconds']:.1f}"
+        line = f"{(r.get('started') or '')[:19].replace('T', ' '):<19}  {r.get('kind') or '':<8}"
+        line += f"  {r.get('status'):<11}  {seconds:>8}"
+        for key, width in (("new", 6), ("changed", 7), ("removed", 7), ("failed", 6)):
+            line += f"  {counts.get(key, ''):>{width}}"
+        generation = r.get("generation")
+        line += f"  {'' if generation is None else generation:>4}  {r.get('error') or ''}"
+        lines.append(line.rstrip())
+    return "\n".join(lines)

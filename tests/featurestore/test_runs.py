@@ -19,18 +19,15 @@ from featurestore.errors import JobInterrupted
 from featurestore.extract import ExtractConfig, run_extract
 from featurestore.extractor import Extractor
 from featurestore.lock import LockedError
-from featurestore.runs import (
-    RUNS,
+from featurestore.run_fields import (
     extract_fields,
     failure_totals,
     failures_by_reason,
-    last_success,
-    list_runs,
     reason_category,
-    record_run,
     store_bytes,
     store_fields,
 )
+from featurestore.runs import RUNS, format_runs, last_success, list_runs, record_run
 from featurestore.store import StoreError, open_store
 from featurestore.testing import make_store
 from featurestore.verify import verify_store
@@ -202,6 +199,9 @@ def test_list_runs_orders_filters_and_survives_a_foreign_file(store: Path) -> No
     assert [r["kind"] for r in list_runs(store, kind="extract")] == ["extract", "extract"]
     assert [r["kind"] for r in list_runs(store, last=2)] == ["train", "extract"]
     assert last_success(store, "train")["kind"] == "train"
+    table = format_runs(runs).splitlines()
+    assert table[0].startswith("started (UTC)") and len(table) == 5
+    assert "unreadable" in table[1] and table[3].split()[2:4] == ["train", "ok"]
     assert last_success(store, "finetune") is None
     assert list_runs(store.parent / "nowhere") == []
 
