@@ -175,7 +175,6 @@ class RunRecorder:
         }
 
     def __enter__(self) -> RunRecorder:
-        self.folder.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.fromtimestamp(self._started, dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         name, n = f"{stamp}-{self.record['pid']}", 0
         while (self.folder / f"{name}.json").exists():  # same microsecond and pid: another host
@@ -238,8 +237,14 @@ class RunRecorder:
             print(f"warning: cannot write run record {self.path}: {error}", file=sys.stderr)
 
     def _write(self) -> None:
+        """Write the record, once the store folder exists: a run never creates the store's
+        folder itself (a mistyped path must not become a store), so the record of a run whose
+        store does not exist yet is first written when the job has created it."""
         assert self.path is not None
         self._last_write = self._clock()
+        if not self.store_dir.is_dir():
+            return
+        self.folder.mkdir(exist_ok=True)
         self.record["updated"] = now_iso(self._clock)
         atomic_write_json(self.path, self.record)
 

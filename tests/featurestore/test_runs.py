@@ -141,6 +141,20 @@ def test_update_refuses_unknown_fields_and_copies_what_it_gets(store: Path) -> N
         record_run(store, "nightly")
 
 
+def test_a_run_never_creates_the_store_folder_itself(tmp_path: Path) -> None:
+    typo = tmp_path / "stroes" / "pets"
+    with pytest.raises(StoreError), record_run(typo, "train"):
+        raise StoreError(f"{typo}: not a feature store (no manifest.json)")
+    assert not typo.parent.exists()  # a mistyped path does not become a folder
+    new = tmp_path / "new-store"
+    with record_run(new, "extract") as run:
+        assert not new.exists()
+        new.mkdir()  # the job creates its store: from now on the record is written
+        run.checkpoint()
+        assert json.loads(run.path.read_text())["status"] == "running"
+    assert [r["status"] for r in list_runs(new)] == ["ok"]
+
+
 # A job that records a run, says so, and waits to be killed.
 _WAITING_JOB = """
 import sys, time
