@@ -15,8 +15,9 @@ from typing import Any
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from classifiers.errors import ParamError
 from classifiers.keras_heads import DenseHead, GapHead
-from classifiers.params import ParamError, parse_literal, split_items, typed_params
+from classifiers.params import parse_literal, split_items, typed_params
 from classifiers.pipelines import FINAL_STEP, SKLEARN_CLASSIFIERS
 from classifiers.transforms import FEATURE_MODES, FeatureTransform
 

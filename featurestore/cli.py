@@ -35,8 +35,6 @@ def user_errors() -> Iterator[None]:
     except FeaturestoreError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except ValueError as exc:  # classifiers' errors until they join the tree (issue 8)
-        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise click.ClickException(f"{where}{exc.strerror or exc}") from None

@@ -17,7 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "BenchConfig": "classifiers.bench.config",
-    "BenchError": "classifiers.bench.config",
+    "BenchError": "classifiers.errors",
     "BenchResult": "classifiers.bench.leaderboard",
     "run_benchmark": "classifiers.bench.runner",
     "format_table": "classifiers.bench.report",

@@ -7,36 +7,9 @@ the command runs, and TensorFlow only inside a worker that fits a Keras head.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt(received: list[int]) -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt, so that joblib stops its workers as on Ctrl-C.
-
-    Python's default SIGTERM kills the parent alone, and loky workers would go on with their
-    cells unattended. The signal number is appended to `received`.
-    """
-    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command("bench")
@@ -107,14 +80,6 @@ def bench(
             jobs=jobs,
             features=features,
         )
-        received: list[int] = []
-        try:
-            with _sigterm_as_interrupt(received):
-                result = run_benchmark(config)
-        except KeyboardInterrupt:
-            click.echo(
-                f"interrupted: finished cells are kept in {out / 'cells'}; run again to resume", err=True
-            )
-            sys.exit(143 if received else 130)  # the shell's codes for SIGTERM and Ctrl-C, as `extract`
+        result = run_benchmark(config)  # SIGTERM, Ctrl-C: one line, exit 128 + signal
     click.echo(format_table(result))
     click.echo("wrote " + ", ".join(result.files.values()))

@@ -13,9 +13,8 @@ _EXPORTS = {
     "FinetuneConfig": "classifiers.finetune.config",
     "FinetuneReport": "classifiers.finetune.config",
     "run_finetune": "classifiers.finetune.job",
-    "FinetuneError": "classifiers.finetune.warmstart",
+    "FinetuneError": "classifiers.errors",
     "FinetunedClassifier": "classifiers.finetune.saved",
-    "load_finetuned": "classifiers.finetune.saved",
     "finetune": "classifiers.finetune.command",
 }
 

@@ -72,12 +72,8 @@ def finetune(store: Path, as_json: bool, **options: object) -> None:
     from classifiers.finetune.job import run_finetune
     from featurestore.cli import user_errors
 
-    with user_errors():
-        try:
-            report = run_finetune(FinetuneConfig(store=store, **options))  # type: ignore[arg-type]
-        except KeyboardInterrupt:
-            click.echo("featurestore finetune: interrupted; rerun the same command to resume", err=True)
-            raise SystemExit(130) from None
+    with user_errors():  # SIGTERM or Ctrl-C: one line, exit 128 + signal (`JobInterrupted`)
+        report = run_finetune(FinetuneConfig(store=store, **options))  # type: ignore[arg-type]
     click.echo(report.summary())
     if as_json:
         click.echo(json.dumps(report.to_dict()))

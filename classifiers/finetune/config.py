@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from classifiers.finetune.warmstart import FinetuneError
+from classifiers.errors import FinetuneError
 from classifiers.metrics import format_metrics
 from classifiers.model_file import jsonable
 
