@@ -1,6 +1,6 @@
 """The errors `classifiers` raises on purpose, all under `featurestore.errors.FeaturestoreError`.
 
-The CLI turns exactly that base into one line and an exit code (`featurestore.cli.user_errors`);
+The CLI turns exactly that base into one line and an exit code (`classifiers.cli.user_errors`);
 anything else is a bug and keeps its traceback. Each message is one line naming the option,
 file or model and the reason. `ValueError` is a second base only where scikit-learn's estimator
 contract wants one: a parameter value refused when `fit` runs.

@@ -93,3 +93,17 @@ def write_csv(
             writer.writerow(row)
             count += 1
     return count
+
+
+def summarize(rows: Sequence[dict[str, Any]], out: str | Path) -> dict[str, Any]:
+    """Counts, and accuracy over the rows whose label is one of the model's classes."""
+    scored = [row for row in rows if not row["error"] and row["label"]]
+    labeled = [row for row in scored if f"p_{row['label']}" in row]
+    correct = sum(row["predicted"] == row["label"] for row in labeled)
+    return {
+        "rows": len(rows),
+        "errors": sum(1 for row in rows if row["error"]),
+        "labeled": len(labeled),
+        "accuracy": correct / len(labeled) if labeled else None,
+        "out": str(out),
+    }

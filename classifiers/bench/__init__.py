@@ -21,7 +21,6 @@ _EXPORTS = {
     "BenchResult": "classifiers.bench.leaderboard",
     "run_benchmark": "classifiers.bench.runner",
     "format_table": "classifiers.bench.report",
-    "bench": "classifiers.bench.command",
 }
 
 __all__ = sorted(_EXPORTS)

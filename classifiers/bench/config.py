@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.errors import BenchError
+from featurestore.checks import check_int
+from featurestore.errors import ConfigError
 
 #: The grid key that picks the feature transform rather than a classifier parameter.
 FEATURES_KEY = "features"
@@ -54,12 +56,11 @@ class BenchConfig:
         object.__setattr__(
             self, "grid", {n: {k: list(v) for k, v in p.items()} for n, p in self.grid.items()}
         )
-        if not isinstance(self.folds, int) or self.folds < 2:
-            raise BenchError(f"--folds must be an integer >= 2, got {self.folds!r}")
-        if not isinstance(self.repeats, int) or self.repeats < 1:
-            raise BenchError(f"--repeats must be an integer >= 1, got {self.repeats!r}")
-        if not isinstance(self.jobs, int) or self.jobs == 0 or self.jobs < -1:
-            raise BenchError(f"--jobs must be a positive integer or -1 (all cores), got {self.jobs!r}")
+        check_int("folds", self.folds, 2)
+        check_int("repeats", self.repeats, 1)
+        check_int("seed", self.seed, 0)
+        if check_int("jobs", self.jobs, -1) == 0:
+            raise ConfigError("--jobs must be a positive integer or -1 (all cores), not 0")
         if self.classifiers is not None and not self.classifiers and not self.grid:
             raise BenchError("no classifiers to benchmark")
 

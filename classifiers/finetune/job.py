@@ -23,7 +23,7 @@ import featurestore
 from classifiers.errors import FinetuneError
 from classifiers.finetune import data
 from classifiers.finetune.checkpoint import Checkpoint
-from classifiers.finetune.config import FinetuneConfig, FinetuneReport, resolve_precision
+from classifiers.finetune.config import FinetuneConfig, resolve_precision
 from classifiers.finetune.model import (
     augmentation,
     build_networks,
@@ -33,6 +33,7 @@ from classifiers.finetune.model import (
     predict_proba,
     seeded,
 )
+from classifiers.finetune.report import FinetuneReport
 from classifiers.finetune.saved import FinetunedClassifier
 from classifiers.finetune.train import Schedule, fit
 from classifiers.finetune.warmstart import load_head
@@ -76,7 +77,6 @@ def run_finetune(config: FinetuneConfig, log: Callable[[str], None] | None = Non
 def _run(config: FinetuneConfig, log: Callable[[str], None] | None) -> FinetuneReport:
     started = time.perf_counter()
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    config.validate()
     store = featurestore.open_store(config.store)
     warm = load_head(config.head, store)
     out = Path(config.out)

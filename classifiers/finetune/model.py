@@ -20,10 +20,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from classifiers.finetune.config import UNFREEZE_CHOICES
 from featurestore.vgg16 import BLOCKS, output_shape
 
-#: Blocks `--unfreeze` accepts: that block and everything above it train.
-UNFREEZE_CHOICES = ("block5", "block4")
 #: The layer classes a warm-start head may hold (those `classifiers` heads are built from).
 # The layers a classifiers head may hold (its input_norm adds UnitNormalization + Rescaling).
 HEAD_LAYER_CLASSES = (

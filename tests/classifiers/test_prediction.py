@@ -23,7 +23,7 @@ def extracted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for class_index, name in enumerate(CLASS_NAMES):
         for i in range(6):
             write_image(images / name / f"{name}_{i}.png", seed=100 * class_index + i)
-    from featurestore.extract import ExtractConfig, run_extract
+    from featurestore import ExtractConfig, run_extract
 
     with pytest.MonkeyPatch.context() as patch:  # never the user's cache
         patch.setenv("FEATURESTORE_HOME", str(base / "home"))

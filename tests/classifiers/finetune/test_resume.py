@@ -29,7 +29,8 @@ def _command(store: Path, head: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "classifiers.finetune.command",
+        "classifiers.cli",
+        "finetune",
         str(store),
         "--head",
         str(head),
