@@ -318,7 +318,3 @@ class GapHead(KerasHead):
             random_state=random_state,
             verbose=verbose,
         )
-
-
-#: The base's former private name, still used by tests/classifiers/test_estimator_checks.py.
-_KerasHead = KerasHead

@@ -102,7 +102,8 @@ def test_unknown_fields_are_refused_by_name() -> None:
     [
         ({"dtype": "float64"}, r"dtype must be one of \('float32', 'float16'\), not 'float64'"),
         ({"precision": "float16"}, r"precision must be one of .*, not 'float16'"),
-        ({"input_size": 31}, r"input_size must be at least 32 \(VGG16 pools 5 times\), not 31"),
+        ({"input_size": 31}, r"input_size must be between 32 and 1024, not 31"),
+        ({"input_size": 1025}, r"input_size must be between 32 and 1024, not 1025"),
         ({"extra_layers": ("block5_pool",)}, r"extra_layers repeats the main layer 'block5_pool'"),
         ({"weights_sha256": "ab" * 31}, "weights_sha256 must be a sha256 hex digest"),
     ],
