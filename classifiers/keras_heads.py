@@ -18,6 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from classifiers.errors import ParamError
 from classifiers.transforms import as_maps
 
 #: Attributes `fit` learns, besides `model_` (what a model file stores as JSON).
@@ -34,7 +35,8 @@ def _check_number(
     low_open: bool = False,
     high_open: bool = False,
 ) -> None:
-    """Raise a ValueError naming `name` unless `value` is a `kind` in the interval."""
+    """Raise `ParamError` (a ValueError, as scikit-learn wants from `fit`) naming `name` unless
+    `value` is a `kind` in the interval."""
     ok = isinstance(value, kind) and not isinstance(value, bool | np.bool_)
     if ok:
         ok = (value > low if low_open else value >= low) and (
@@ -45,11 +47,12 @@ def _check_number(
         if high is not None:
             bound += f" and {'<' if high_open else '<='} {high}"
         kind_name = "an integer" if kind is numbers.Integral else "a number"
-        raise ValueError(f"parameter {name} must be {kind_name} {bound}, got {value!r}")
+        raise ParamError(f"parameter {name} must be {kind_name} {bound}, got {value!r}")
 
 
-class _KerasHead(ClassifierMixin, BaseEstimator):
-    """Shared fit/predict for the heads; subclasses only name their pooling and defaults."""
+class KerasHead(ClassifierMixin, BaseEstimator):
+    """The base of the Keras heads: shared fit/predict; subclasses name their pooling and
+    defaults. Test `isinstance(estimator, KerasHead)` for "a Keras network on the maps"."""
 
     _pooling = "flatten"
 
@@ -101,7 +104,7 @@ class _KerasHead(ClassifierMixin, BaseEstimator):
                 high_open=True,
             )
         if not isinstance(self.early_stopping, bool | np.bool_):
-            raise ValueError(f"parameter early_stopping must be true or false, got {self.early_stopping!r}")
+            raise ParamError(f"parameter early_stopping must be true or false, got {self.early_stopping!r}")
 
     def _validate_X(self, X: Any, reset: bool) -> np.ndarray:
         X = validate_data(self, X, reset=reset, allow_nd=True, dtype=np.float32, copy=False)
@@ -126,7 +129,7 @@ class _KerasHead(ClassifierMixin, BaseEstimator):
         X: Any,
         y: Any,
         validation_data: tuple[Any, Any] | None = None,
-    ) -> _KerasHead:
+    ) -> KerasHead:
         """Train the network on `X` (N, H, W, C) maps or (N, D) vectors and labels `y`.
 
         `validation_data=(X_val, y_val)` drives early stopping; without it, a stratified
@@ -213,7 +216,7 @@ class _KerasHead(ClassifierMixin, BaseEstimator):
         return tags
 
 
-class DenseHead(_KerasHead):
+class DenseHead(KerasHead):
     """The classic transfer-learning head: Flatten, Dense(hidden, relu), Dropout, output.
 
     The output is Dense(1, sigmoid) for two classes, Dense(K, softmax) for more. The schedule
@@ -276,7 +279,7 @@ class DenseHead(_KerasHead):
         )
 
 
-class GapHead(_KerasHead):
+class GapHead(KerasHead):
     """GlobalAveragePooling2D, unit rows x `input_norm`, then Dense(hidden, relu), Dropout, output.
 
     Pooling first leaves 512 inputs instead of 8,192: 16x fewer weights, and a head that does

@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from classifiers.errors import ParamError
+
+__all__ = ["ParamError", "coerce", "load_config", "parse_literal", "split_items", "typed_params"]
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _NONE = {"none", "null"}
-
-
-class ParamError(ValueError):
-    """A parameter name or value the classifier does not accept; the message is one line."""
 
 
 def split_items(items: Iterable[str]) -> dict[str, str]:

@@ -1,15 +1,19 @@
 """PNG plots written next to a model: training curves of Keras heads, confusion matrices.
 
 Figures are drawn on matplotlib's Agg canvas directly, never through pyplot, so nothing
-depends on (or changes) the process-wide backend and no window can open.
+depends on (or changes) the process-wide backend and no window can open. A PNG is written
+whole or not at all (`save_png`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from featurestore.fsutil import atomic_file
 
 
 def _figure(width: float, height: float):
@@ -19,6 +23,13 @@ def _figure(width: float, height: float):
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
     return figure
+
+
+def save_png(figure: Any, path: Path) -> Path:
+    """Write `figure` as a PNG under a temporary name, then move it into place."""
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
 
 
 def plot_training_curves(
@@ -45,8 +56,7 @@ def plot_training_curves(
         ax.grid(True, alpha=0.3)
         ax.legend()
     figure.tight_layout()
-    figure.savefig(path, format="png")
-    return path
+    return save_png(figure, path)
 
 
 def plot_confusion_matrix(
@@ -78,5 +88,4 @@ def plot_confusion_matrix(
                 j, i, f"{counts[i, j]}\n{shares[i, j]:.0%}", ha="center", va="center", color=color, fontsize=8
             )
     figure.tight_layout()
-    figure.savefig(path, format="png")
-    return path
+    return save_png(figure, path)

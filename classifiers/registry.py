@@ -10,13 +10,15 @@ scikit-learn names: ``C`` for `linear-svm` reaches the LinearSVC inside the cali
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from classifiers.errors import ParamError
 from classifiers.keras_heads import DenseHead, GapHead
-from classifiers.params import ParamError, parse_literal, split_items, typed_params
+from classifiers.params import load_config, parse_literal, split_items, typed_params
 from classifiers.pipelines import FINAL_STEP, SKLEARN_CLASSIFIERS
 from classifiers.transforms import FEATURE_MODES, FeatureTransform
 
@@ -136,3 +138,16 @@ def parse_params(items: Iterable[str], classifier: str | None = None) -> dict[st
     if classifier is None:
         return {name: parse_literal(value) for name, value in raw.items()}
     return typed_params(raw, parameters(classifier), owner=classifier)
+
+
+def training_settings(
+    config: str | Path | None, classifier: str | None, features: str | None, items: Iterable[str]
+) -> tuple[str, str | None, dict[str, Any]]:
+    """Merge a config file with command-line choices (which win); `--param` values are typed by
+    the classifier's defaults. Returns (classifier, features, params)."""
+    settings = load_config(config) if config else {"params": {}}
+    classifier = classifier or settings.get("classifier")
+    if not classifier:
+        raise ParamError("no classifier: pass --classifier NAME (or set it in --config)")
+    params = {**settings["params"], **parse_params(items, classifier)}
+    return classifier, features or settings.get("features"), params

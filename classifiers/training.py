@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,18 +13,18 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
-from classifiers.keras_heads import _KerasHead
+from classifiers.errors import TrainError
+from classifiers.keras_heads import KerasHead
 from classifiers.metrics import evaluate, format_metrics
 from classifiers.model_file import check_destination, jsonable, save_model
 from classifiers.plots import plot_confusion_matrix, plot_training_curves
 from classifiers.registry import current_params, default_features, final_estimator, make_classifier
+from featurestore.errors import FeaturestoreError
+
+__all__ = ["EVAL_SPLITS", "TrainError", "TrainReport", "fit_estimator", "train_from_store"]
 
 #: The store's splits `train` reports on, in order.
 EVAL_SPLITS = ("validation", "test")
-
-
-class TrainError(ValueError):
-    """Training cannot run on this store as asked; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def fit_estimator(
     registered ones selects a model or stops on a validation set.
     """
     head = final_estimator(estimator)
-    if not isinstance(head, _KerasHead) or validation is None:
+    if not isinstance(head, KerasHead) or validation is None:
         return estimator.fit(X, y)
     X_val, y_val = validation
     if isinstance(estimator, Pipeline):
@@ -122,8 +124,8 @@ def train_from_store(
     None uses them whenever the store has them. Validation and test are always scored on the
     images as they are, like new images at prediction time.
 
-    Raises `TrainError`, `ParamError` or `ModelFileError` (ValueErrors) and
-    `featurestore.StoreError`.
+    Raises `TrainError`, `ParamError`, `ModelFileError` or `featurestore.StoreError` (all
+    `featurestore.FeaturestoreError`).
     """
     import featurestore
 
@@ -153,21 +155,22 @@ def train_from_store(
             "a classifier needs at least 2"
         )
     X_val, y_val = splits["validation"]
-    fit_started = time.perf_counter()
-    fit_estimator(estimator, X, y, validation=(X_val, y_val) if len(y_val) else None)
-    fit_seconds = time.perf_counter() - fit_started
-
-    metrics = {
-        split: evaluate(estimator, *splits[split], class_names)
-        for split in EVAL_SPLITS
-        if len(splits[split][1])
-    }
+    with _refused_settings(classifier):
+        fit_started = time.perf_counter()
+        fit_estimator(estimator, X, y, validation=(X_val, y_val) if len(y_val) else None)
+        fit_seconds = time.perf_counter() - fit_started
+        metrics = {
+            split: evaluate(estimator, *splits[split], class_names)
+            for split in EVAL_SPLITS
+            if len(splits[split][1])
+        }
     effective_features = features or default_features(classifier)
     chosen = jsonable(current_params(estimator))
     training: dict[str, Any] = {"flipped_views": use_flips}
     head = final_estimator(estimator)
-    if isinstance(head, _KerasHead):
+    if isinstance(head, KerasHead):
         training |= {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_}
+    plots: dict[str, Path] = {}  # drawn inside the model folder before it is moved into place
     model_path = save_model(
         out,
         estimator,
@@ -179,16 +182,16 @@ def train_from_store(
         training=training,
         fingerprint=store.fingerprint.to_dict(),
         store_digest=store.digest,
+        extras=lambda folder: plots.update(_plots(estimator, metrics, class_names, folder, classifier)),
         overwrite=overwrite,
     )
-    plots = _plots(estimator, metrics, class_names, model_path, classifier)
     return TrainReport(
         classifier=classifier,
         features=effective_features,
         params=chosen,
         model_path=model_path,
         metrics=metrics,
-        plots=plots,
+        plots={name: model_path / path.name for name, path in plots.items()},
         counts={split: len(labels) for split, (_, labels) in splits.items()},
         fit_seconds=fit_seconds,
         seconds=time.perf_counter() - started,
@@ -203,7 +206,7 @@ def _plots(
     folder: Path,
     classifier: str,
 ) -> dict[str, Path]:
-    """Write the PNGs next to the model; return their paths."""
+    """Write the PNGs into `folder`; return their paths."""
     plots = {}
     for split, split_metrics in metrics.items():
         plots[f"confusion_matrix_{split}"] = plot_confusion_matrix(
@@ -213,8 +216,21 @@ def _plots(
             title=f"{classifier}: {split}",
         )
     head = final_estimator(estimator)
-    if isinstance(head, _KerasHead):
+    if isinstance(head, KerasHead):
         plots["training_curves"] = plot_training_curves(
             head.history_, folder / "training_curves.png", title=classifier, best_epoch=head.best_epoch_
         )
     return plots
+
+
+@contextlib.contextmanager
+def _refused_settings(classifier: str) -> Iterator[None]:
+    """scikit-learn checks parameter values against the data when `fit` (or `predict`) runs and
+    refuses them with a ValueError, its convention (``C=-1``, more neighbours than rows): that
+    is a setting the user chose, so it becomes a one-line `TrainError` naming the classifier."""
+    try:
+        yield
+    except FeaturestoreError:
+        raise
+    except ValueError as exc:
+        raise TrainError(f"{classifier} cannot be trained with these settings: {exc}") from exc

@@ -6,6 +6,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from classifiers.errors import ParamError
+
 #: The modes `FeatureTransform` and the CLI's `--features` accept.
 FEATURE_MODES: tuple[str, ...] = ("flatten", "avg", "max")
 
@@ -48,7 +50,7 @@ class FeatureTransform(TransformerMixin, BaseEstimator):
 
     def _check_mode(self) -> None:
         if self.mode not in FEATURE_MODES:
-            raise ValueError(
+            raise ParamError(
                 f"FeatureTransform mode must be one of {', '.join(FEATURE_MODES)}, got {self.mode!r}"
             )
 

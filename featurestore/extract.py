@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 from featurestore.errors import JobInterrupted
+from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
 from featurestore.lock import FolderLock, store_lock
 from featurestore.pipeline import Pipeline, PipelineSettings
 from featurestore.plan import plan_extraction
 from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, discover
-from featurestore.splits import SplitFractions
 from featurestore.store import FeatureStore
 from featurestore.writer import StoreWriter
 
@@ -29,27 +29,6 @@ class ExtractInterrupted(JobInterrupted):
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum, "finished work is committed")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ExtractConfig:
-    source: Path
-    store: Path
-    weights: str = "imagenet"
-    input_size: int = 150
-    batch_size: int = 32
-    workers: int = 4
-    dtype: str = "float32"
-    precision: str = "float32"
-    extra_layers: tuple[str, ...] = ()
-    flip_views: bool = False
-    split_fractions: SplitFractions = dataclasses.field(default_factory=SplitFractions)
-    labels: str | None = "inferred"
-    rebuild: bool = False
-    rehash: bool = False
-    commit_every: int = 512
-    commit_seconds: float = 60.0
-    progress: bool = True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

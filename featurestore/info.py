@@ -27,3 +27,23 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "failures": manifest.failures,
         "updated": manifest.updated,
     }
+
+
+def format_info(report: dict[str, Any]) -> str:
+    """The human-readable form of `store_info`."""
+    lines = [
+        f"store {report['path']}: {report['rows']} images, {report['bytes'] / 2**20:.1f} MiB, "
+        f"{report['pieces']} pieces, generation {report['generation']}"
+    ]
+    lines.append(f"source {report['source_root']}")
+    for split, per_label in report["counts"].items():
+        parts = ", ".join(f"{label or '(unlabeled)'} {n}" for label, n in sorted(per_label.items()))
+        lines.append(f"  {split:<10} {sum(per_label.values()):>7}  {parts}")
+    fp = report["fingerprint"]
+    lines.append(
+        f"fingerprint {report['fingerprint_digest'][:16]}: {fp['backbone']} {fp['layer']} "
+        f"{fp['input_size']}px {fp['interpolation']} {fp['dtype']} weights {fp['weights_sha256'][:16]}"
+    )
+    lines.append(f"failures {len(report['failures'])}")
+    lines.extend(f"  {path}: {failure['reason']}" for path, failure in sorted(report["failures"].items()))
+    return "\n".join(lines)

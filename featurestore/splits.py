@@ -7,6 +7,7 @@ never changes split as the data grows, and duplicates of one image always land t
 from __future__ import annotations
 
 import dataclasses
+import math
 
 SPLITS = ("train", "validation", "test")
 
@@ -19,8 +20,10 @@ class SplitFractions:
 
     def __post_init__(self) -> None:
         values = (self.train, self.validation, self.test)
-        if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-9:
-            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {values}")
+        # NaN fails every comparison, `< 0` and the sum test included; a store that recorded it
+        # would refuse every later run, since NaN never equals the NaN it is compared with.
+        if not all(math.isfinite(v) and v >= 0 for v in values) or abs(sum(values) - 1.0) > 1e-9:
+            raise ValueError(f"split fractions must be finite, >= 0 and sum to 1, got {values}")
 
     @classmethod
     def parse(cls, text: str) -> SplitFractions:
@@ -38,10 +41,15 @@ class SplitFractions:
 
 
 def split_of(image_id: str, fractions: SplitFractions) -> str:
-    """The split of a sha256 hex id: its first 64 bits as a uniform number in [0, 1)."""
-    u = int(image_id[:16], 16) / 2**64
-    if u < fractions.train:
+    """The split of a sha256 hex id: its first 64 bits as a fraction of 2**64, uniform in [0, 1).
+
+    Compared exactly (a Python int against a float is exact): dividing first rounded ids within
+    2**-54 of 1 up to 1.0, which then fell in a split whose fraction is 0. A split with fraction
+    0 never gets an id, even when the others sum to 1 only within rounding.
+    """
+    position = int(image_id[:16], 16)
+    if position < fractions.train * 2**64 or fractions.validation == fractions.test == 0:
         return "train"
-    if u < fractions.train + fractions.validation:
+    if position < (fractions.train + fractions.validation) * 2**64 or fractions.test == 0:
         return "validation"
     return "test"

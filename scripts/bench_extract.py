@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=150)
     args = parser.parse_args()
 
-    from featurestore.extract import ExtractConfig, run_extract
+    from featurestore import ExtractConfig, run_extract
     from featurestore.extractor import Extractor
     from featurestore.weights import resolve_weights
 

@@ -32,7 +32,7 @@ from _common import copy_photos
 def prepare(work: Path, per_class: int, weights: str) -> tuple[Path, Path, float]:
     """The store (with block4 maps and flipped views), the dense head, extraction seconds."""
     from classifiers.training import train_from_store
-    from featurestore.extract import ExtractConfig, run_extract
+    from featurestore import ExtractConfig, run_extract
 
     copy_photos(work / "images", per_class)
     started = time.perf_counter()

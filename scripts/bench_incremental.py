@@ -24,7 +24,7 @@ def run(source: Path, store: Path, weights: str) -> tuple[float, dict]:
     command = [
         sys.executable,
         "-m",
-        "featurestore.cli",
+        "classifiers.cli",
         "extract",
         str(source),
         "--store",

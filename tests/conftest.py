@@ -105,7 +105,7 @@ def real_store(photos_dir: Path, imagenet_weights: Path, shared_tmp: Path) -> Pa
     """A store of the first 200 cats and 200 dogs, extracted once per run with real weights."""
 
     def build(store: Path) -> None:
-        from featurestore.extract import ExtractConfig, run_extract
+        from featurestore import ExtractConfig, run_extract
 
         source = store.parent / "real_images"
         for class_dir in ("cats", "dogs"):

@@ -17,11 +17,10 @@ from typing import Any
 
 _EXPORTS = {
     "BenchConfig": "classifiers.bench.config",
-    "BenchError": "classifiers.bench.config",
+    "BenchError": "classifiers.errors",
     "BenchResult": "classifiers.bench.leaderboard",
     "run_benchmark": "classifiers.bench.runner",
     "format_table": "classifiers.bench.report",
-    "bench": "classifiers.bench.command",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
-import uuid
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.bench.config import BenchError, Variant
+import featurestore
+from classifiers.bench.config import Variant
+from classifiers.errors import BenchError
+from featurestore.fsutil import atomic_write_json
 
 CELL_FORMAT = "featurestore.bench.cell/1"
 #: The figures of a cell, in the order the leaderboard shows them.
@@ -34,10 +35,8 @@ TEST_FOLD = "test"
 
 def library_versions(keras: bool) -> dict[str, str]:
     """Versions that change a cell's figures: ours, scikit-learn, numpy, and Keras for heads."""
-    from featurestore._version import __version__
-
     names = ["scikit-learn", "numpy", *(["keras", "tensorflow"] if keras else [])]
-    versions = {"featurestore": __version__}
+    versions = {"featurestore": featurestore.__version__}
     for name in names:
         try:
             versions[name] = metadata.version(name)
@@ -111,19 +110,6 @@ def read_cell(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     return cell
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a unique temporary name beside `path`, fsync, then rename over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, allow_nan=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def cell_metrics(
     y: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...]
 ) -> tuple[dict[str, float | None], list[list[int]]]:
@@ -157,29 +143,6 @@ class CellTask:
     test: np.ndarray | None  # positions into the pool; None: the test split
 
 
-def model_size(estimator: Any) -> int:
-    """Bytes of the fitted model as `train` saves it: a skops file, plus a `.keras` file for a head.
-
-    The saved size rather than a pickle's: it is what a user ships, and it does not depend
-    on pickle's object sharing (which differs between the parent and joblib's workers).
-    """
-    from classifiers._payload import dump_keras, dump_sklearn
-    from classifiers.keras_heads import _KerasHead
-    from classifiers.registry import final_estimator
-
-    head = final_estimator(estimator)
-    with tempfile.TemporaryDirectory() as tmp:
-        size = 0
-        if isinstance(head, _KerasHead):
-            dump_keras(head.model_, Path(tmp) / "head.keras")
-            size += (Path(tmp) / "head.keras").stat().st_size
-            estimator = estimator[:-1] if estimator is not head else None  # the transform in front
-        if estimator is not None:
-            dump_sklearn(estimator, Path(tmp) / "estimator.skops")
-            size += (Path(tmp) / "estimator.skops").stat().st_size
-    return size
-
-
 def _limit_threads(threads: int | None) -> None:
     """Size TensorFlow's pools before it starts in this worker (it reads these at start-up)."""
     if threads is None:
@@ -205,6 +168,7 @@ def run_cell(
     from threadpoolctl import threadpool_limits
 
     from classifiers.metrics import full_proba
+    from classifiers.model_file import payload_size
     from classifiers.registry import make_classifier
 
     _limit_threads(threads)
@@ -240,9 +204,11 @@ def run_cell(
         "confusion_matrix": confusion,
         "fit_seconds": fit_seconds,
         "predict_seconds_per_1000": predict_seconds / max(1, len(y_eval)) * 1000.0,
-        "model_bytes": model_size(estimator),
+        # The saved size rather than a pickle's: it is what a user ships, and it does not depend
+        # on pickle's object sharing (which differs between the parent and joblib's workers).
+        "model_bytes": payload_size(estimator),
         "warnings": notes[:5],
         "threads": threads,
     }
-    write_json_atomic(task.path, cell)
+    atomic_write_json(task.path, cell)
     return cell

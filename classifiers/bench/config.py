@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from classifiers.errors import BenchError
+from featurestore.checks import check_int
+from featurestore.errors import ConfigError
+
 #: The grid key that picks the feature transform rather than a classifier parameter.
 FEATURES_KEY = "features"
-
-
-class BenchError(ValueError):
-    """A benchmark that cannot run as asked; the message is one line."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,12 +56,11 @@ class BenchConfig:
         object.__setattr__(
             self, "grid", {n: {k: list(v) for k, v in p.items()} for n, p in self.grid.items()}
         )
-        if not isinstance(self.folds, int) or self.folds < 2:
-            raise BenchError(f"--folds must be an integer >= 2, got {self.folds!r}")
-        if not isinstance(self.repeats, int) or self.repeats < 1:
-            raise BenchError(f"--repeats must be an integer >= 1, got {self.repeats!r}")
-        if not isinstance(self.jobs, int) or self.jobs == 0 or self.jobs < -1:
-            raise BenchError(f"--jobs must be a positive integer or -1 (all cores), got {self.jobs!r}")
+        check_int("folds", self.folds, 2)
+        check_int("repeats", self.repeats, 1)
+        check_int("seed", self.seed, 0)
+        if check_int("jobs", self.jobs, -1) == 0:
+            raise ConfigError("--jobs must be a positive integer or -1 (all cores), not 0")
         if self.classifiers is not None and not self.classifiers and not self.grid:
             raise BenchError("no classifiers to benchmark")
 
@@ -135,8 +134,6 @@ def load_grid_file(path: str | Path) -> dict[str, dict[str, list[Any]]]:
     except OSError as exc:
         raise BenchError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:  # JSONDecodeError and TOMLDecodeError
-        if isinstance(exc, BenchError):
-            raise
         raise BenchError(f"grid file {path} does not parse: {exc}") from None
     if not isinstance(data, dict) or not all(isinstance(p, dict) for p in data.values()):
         raise BenchError(f"grid file {path} must map classifier names to {{param: [values]}} tables")
@@ -160,8 +157,8 @@ def merge_grids(*grids: Mapping[str, Mapping[str, Sequence[Any]]]) -> dict[str, 
 def expand_variants(config: BenchConfig) -> list[Variant]:
     """The rows to run: the chosen (or all) classifiers plus those with a grid, grids expanded.
 
-    Raises `ParamError`/`BenchError` (ValueErrors) for an unknown classifier, parameter, value
-    or feature mode, before any data is read.
+    Raises `ParamError`/`BenchError` for an unknown classifier, parameter, value or feature
+    mode, before any data is read.
     """
     from classifiers.registry import available, make_classifier, parse_params
     from classifiers.transforms import FEATURE_MODES
@@ -210,7 +207,8 @@ def _features_for(name: str, features: str | None) -> str | None:
     A global `--features` cannot apply to `gap` (it pools the maps itself); rather than refuse
     the whole default set, such a head keeps its own pooling and the table says so.
     """
-    from classifiers.registry import ParamError, default_features, make_classifier
+    from classifiers.errors import ParamError
+    from classifiers.registry import default_features, make_classifier
 
     if features is None or default_features(name) is not None:
         return features

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.bench.config import BenchError
+from classifiers.errors import BenchError
 
 #: The store splits the folds are drawn from; the test split is held back for the final fit.
 POOL_SPLITS = ("train", "validation")

@@ -1,16 +1,15 @@
 """leaderboard.png: mean accuracy of each row with its 95% interval, and its test-split score.
 
 Drawn on matplotlib's Agg canvas directly (never pyplot), like `classifiers.plots`, so nothing
-depends on or changes the process-wide backend.
+depends on or changes the process-wide backend; written whole or not at all.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 from classifiers.bench.leaderboard import RANK_METRIC, BenchResult
+from classifiers.plots import save_png
 
 _COLOURS = {"best": "#d62728", "tied with best": "#1f77b4", "worse than best": "#7f7f7f"}
 
@@ -56,10 +55,4 @@ def plot_leaderboard(result: BenchResult, path: Path) -> Path:
     # Outside the axes: inside, it would cover the rows at the bottom.
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_png(figure, path)

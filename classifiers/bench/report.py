@@ -8,14 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from classifiers.bench.cells import METRICS
 from classifiers.bench.leaderboard import RANK_METRIC, BenchResult, Row
+from featurestore.fsutil import atomic_write_text
 
 _LABELS = {
     "accuracy": "accuracy",
@@ -204,16 +203,6 @@ def to_markdown(result: BenchResult) -> str:
     )
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write `text` to a temporary name beside `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_reports(result: BenchResult, out: Path) -> dict[str, str]:
     """leaderboard.csv, leaderboard.md, leaderboard.png and results.json in `out`; their paths."""
     from classifiers.bench.plot import plot_leaderboard
@@ -224,10 +213,10 @@ def write_reports(result: BenchResult, out: Path) -> dict[str, str]:
         "png": out / "leaderboard.png",
         "json": out / "results.json",
     }
-    write_text(files["csv"], to_csv(result))
-    write_text(files["markdown"], to_markdown(result))
+    atomic_write_text(files["csv"], to_csv(result))
+    atomic_write_text(files["markdown"], to_markdown(result))
     plot_leaderboard(result, files["png"])
     paths = {name: str(path) for name, path in files.items()}
     data = result.to_dict() | {"files": paths}
-    write_text(files["json"], json.dumps(data, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(files["json"], json.dumps(data, indent=1, allow_nan=False) + "\n")
     return paths

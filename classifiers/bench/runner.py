@@ -31,6 +31,8 @@ from classifiers.bench.cells import (
 from classifiers.bench.config import BenchConfig, Variant, expand_variants
 from classifiers.bench.folds import BenchData, Fold, ids_digest, load_data, make_folds
 from classifiers.bench.leaderboard import RANK_METRIC, BenchResult, build_rows
+from featurestore.errors import JobInterrupted
+from featurestore.signals import interrupt_on_signal
 
 #: Arrays smaller than this go to workers by pickling; larger ones as memory maps.
 MEMMAP_MIN_BYTES = 1 << 20
@@ -40,7 +42,7 @@ def _plan(
     variants: list[Variant], data: BenchData, folds: list[Fold], config: BenchConfig, cells_dir: Path
 ) -> tuple[list[CellTask], dict[str, dict[str, Any]], bool]:
     """Every (variant, fold) task, plus the final fit per variant; the full parameters of each."""
-    from classifiers.keras_heads import _KerasHead
+    from classifiers.keras_heads import KerasHead
     from classifiers.model_file import jsonable
     from classifiers.registry import current_params, final_estimator, make_classifier
 
@@ -52,7 +54,7 @@ def _plan(
         estimator = make_classifier(variant.classifier, variant.params, variant.features)
         params[variant.name] = jsonable(current_params(estimator))
         made = recipe(estimator)
-        keras = isinstance(final_estimator(estimator), _KerasHead)
+        keras = isinstance(final_estimator(estimator), KerasHead)
         any_keras |= keras
         for fold in folds:
             key = cell_key(variant, made, digest, fold.index, fold.digest, keras=keras, **layout)
@@ -135,20 +137,31 @@ def _fold_record(fold: Fold) -> dict[str, Any]:
 @contextlib.contextmanager
 def _out_lock(out: Path) -> Iterator[None]:
     """One benchmark per output folder; then clear temporary files a killed run left behind."""
+    from featurestore.fsutil import remove_stale_temps
     from featurestore.lock import FolderLock
 
     with FolderLock(out, "another benchmark is writing to this folder", "wait for it"):
-        for leftover in [*out.glob(".*.tmp"), *(out / "cells").glob(".*.tmp")]:
-            leftover.unlink(missing_ok=True)
+        remove_stale_temps(out)
+        remove_stale_temps(out / "cells")
         yield
 
 
 def run_benchmark(config: BenchConfig) -> BenchResult:
     """Benchmark the configured classifiers on the store's folds; write the reports to `config.out`.
 
-    Raises `BenchError` or `ParamError` (ValueErrors) for bad settings or data, and
-    `featurestore.StoreError` for a missing or broken store, before any fitting starts.
+    Raises `BenchError` or `ParamError` for bad settings or data, and `featurestore.StoreError`
+    for a missing or broken store, before any fitting starts. SIGTERM and Ctrl-C stop it with
+    `featurestore.JobInterrupted`: the finished cells are kept, and the same call resumes.
     """
+    try:
+        with interrupt_on_signal() as received:  # on the way out it names SIGINT for a Ctrl-C
+            return _run(config)
+    except KeyboardInterrupt:
+        kept = config.out / "cells"
+        raise JobInterrupted(received[0], f"finished cells are kept in {kept}; run again to resume") from None
+
+
+def _run(config: BenchConfig) -> BenchResult:
     from classifiers.bench.report import write_reports
 
     started = time.perf_counter()

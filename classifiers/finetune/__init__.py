@@ -11,12 +11,10 @@ from typing import Any
 
 _EXPORTS = {
     "FinetuneConfig": "classifiers.finetune.config",
-    "FinetuneReport": "classifiers.finetune.config",
+    "FinetuneReport": "classifiers.finetune.report",
     "run_finetune": "classifiers.finetune.job",
-    "FinetuneError": "classifiers.finetune.warmstart",
+    "FinetuneError": "classifiers.errors",
     "FinetunedClassifier": "classifiers.finetune.saved",
-    "load_finetuned": "classifiers.finetune.saved",
-    "finetune": "classifiers.finetune.command",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from classifiers.finetune.warmstart import FinetuneError
-from featurestore.fsutil import atomic_write_bytes, publish
+from classifiers.errors import FinetuneError
+from featurestore.fsutil import atomic_file, atomic_write_text
 
 STATE = "state.json"
 
@@ -81,19 +79,14 @@ class Checkpoint:
         self.folder.mkdir(parents=True, exist_ok=True)
         if arrays is not None:
             name = f"epoch-{state.epoch:04d}.npz"
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    np.savez(handle, **arrays)
-                publish(Path(tmp), self.folder / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_file(self.folder / name) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)  # a file object: savez would add ".npz" to a name
             state.weights = name
             if improved:
                 state.best = name
         state.run = self.run
-        atomic_write_bytes(self.folder / STATE, json.dumps(dataclasses.asdict(state), indent=1).encode())
+        # Python's JSON (NaN allowed): a diverged loss is recorded as it was, not refused.
+        atomic_write_text(self.folder / STATE, json.dumps(dataclasses.asdict(state), indent=1))
         self._prune(keep={STATE, state.weights, state.best})
 
     def _prune(self, keep: set[Any]) -> None:

@@ -1,4 +1,7 @@
-"""What `featurestore finetune` is asked to do, and what it did: the config and the report."""
+"""What `featurestore finetune` is asked to do: the config, validated on creation.
+
+Imports nothing heavy: the CLI reads its defaults and choices to build the command.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from classifiers.finetune.warmstart import FinetuneError
-from classifiers.metrics import format_metrics
-from classifiers.model_file import jsonable
+from classifiers.errors import FinetuneError
+from featurestore.checks import check_choice, check_int, check_number
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+#: Blocks `--unfreeze` accepts: that block and everything above it train.
+UNFREEZE_CHOICES = ("block5", "block4")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -34,29 +38,19 @@ class FinetuneConfig:
     workers: int = min(8, os.cpu_count() or 1)
     overwrite: bool = False
 
-    def validate(self) -> None:
-        from classifiers.finetune.model import UNFREEZE_CHOICES
-
-        if self.unfreeze not in UNFREEZE_CHOICES:
-            raise FinetuneError(
-                f"--unfreeze must be one of {', '.join(UNFREEZE_CHOICES)}, not {self.unfreeze!r}"
-            )
+    def __post_init__(self) -> None:
+        check_choice("unfreeze", self.unfreeze, UNFREEZE_CHOICES)
         if self.from_cache and self.unfreeze != "block5":
             raise FinetuneError(
                 "--from-cache trains block5 on cached block4 maps; --unfreeze block4 needs images"
             )
-        for name, value, low in (
-            ("epochs", self.epochs, 1),
-            ("batch-size", self.batch_size, 1),
-            ("patience", self.patience, 1),
-            ("workers", self.workers, 1),
-        ):
-            if value < low:
-                raise FinetuneError(f"--{name} must be at least {low}, not {value}")
-        if not self.learning_rate > 0:
-            raise FinetuneError(f"--lr must be positive, not {self.learning_rate}")
-        if self.precision not in PRECISIONS:
-            raise FinetuneError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        check_int("epochs", self.epochs, 1)
+        check_int("batch-size", self.batch_size, 1)
+        check_int("patience", self.patience, 1)
+        check_int("workers", self.workers, 1)
+        check_int("seed", self.seed, 0)
+        check_number("lr", self.learning_rate, positive=True)
+        check_choice("precision", self.precision, PRECISIONS)
 
     def params(self) -> dict[str, Any]:
         """The settings that shape training (a checkpoint resumes only the same ones)."""
@@ -71,34 +65,6 @@ class FinetuneConfig:
             "seed",
         )
         return {key: getattr(self, key) for key in keys}
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class FinetuneReport:
-    """What a run did: the model folder, metrics next to the head's, the training record."""
-
-    model_path: Path
-    metrics: dict[str, dict[str, Any]]  # the fine-tuned model per split
-    head_metrics: dict[str, dict[str, Any]]  # the warm-start head on the same splits
-    training: dict[str, Any]
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return jsonable({**dataclasses.asdict(self), "model_path": str(self.model_path)})
-
-    def summary(self) -> str:
-        t = self.training
-        resumed = f", resumed after epoch {t['resumed_from']}" if t["resumed_from"] else ""
-        lines = [
-            f"fine-tuned {t['unfreeze']}+head from {t['inputs']} in {self.seconds:.1f} s: {t['epochs_run']} "
-            f"epochs ({t['mean_epoch_seconds']:.1f} s each), best epoch {t['best_epoch']}{resumed}; "
-            f"model: {self.model_path}"
-        ]
-        for split, metrics in self.metrics.items():
-            head = self.head_metrics.get(split, {}).get("accuracy")
-            versus = f" (head alone: {head:.4f})" if head is not None else ""
-            lines += [f"[{split}] accuracy {metrics['accuracy']:.4f}{versus}", format_metrics(metrics)]
-        return "\n".join(lines)
 
 
 def gpu_available() -> bool:

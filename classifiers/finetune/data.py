@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from classifiers.finetune.warmstart import FinetuneError
+from classifiers.errors import FinetuneError
 from featurestore.images import ImageError, load_image
 
 #: Keep decoded images in memory up to this many bytes; above it, decode every batch.
@@ -161,15 +161,14 @@ def image_rows(
 ) -> ImageRows:
     """The labeled rows of `split` as images read from the store's source root."""
     index = {name: i for i, name in enumerate(store.class_names)}
-    rows = [row for row in store.live_rows() if row["splits"] == split and row["labels"] in index]
-    labels = np.array([index[row["labels"]] for row in rows], dtype=np.int64)
+    images = [image for image in store.images(split) if image.label in index]
+    labels = np.array([index[image.label] for image in images], dtype=np.int64)
     keep, codes = label_codes(labels, classes)
-    rows = [row for row, ok in zip(rows, keep, strict=True) if ok]
-    root = Path(store.manifest.source_root)
+    images = [image for image, ok in zip(images, keep, strict=True) if ok]
     result = ImageRows(
-        [root / row["paths"] for row in rows],
-        np.array([row["paths"] for row in rows], dtype=object),
-        np.array([row["ids"] for row in rows], dtype=object),
+        [image.path for image in images],
+        np.array([image.relpath for image in images], dtype=object),
+        np.array([image.image_id for image in images], dtype=object),
         codes,
         store.fingerprint.input_size,
         workers,

@@ -20,9 +20,10 @@ import keras
 import numpy as np
 
 import featurestore
+from classifiers.errors import FinetuneError
 from classifiers.finetune import data
 from classifiers.finetune.checkpoint import Checkpoint
-from classifiers.finetune.config import FinetuneConfig, FinetuneReport, resolve_precision
+from classifiers.finetune.config import FinetuneConfig, resolve_precision
 from classifiers.finetune.model import (
     augmentation,
     build_networks,
@@ -32,16 +33,21 @@ from classifiers.finetune.model import (
     predict_proba,
     seeded,
 )
-from classifiers.finetune.saved import write_model_folder
+from classifiers.finetune.report import FinetuneReport
+from classifiers.finetune.saved import FinetunedClassifier
 from classifiers.finetune.train import Schedule, fit
-from classifiers.finetune.warmstart import FinetuneError, load_head
+from classifiers.finetune.warmstart import load_head
 from classifiers.metrics import evaluate, metrics_from_proba
-from classifiers.model_file import METADATA
+from classifiers.model_file import METADATA, save_model
 from classifiers.plots import plot_confusion_matrix, plot_training_curves
 from featurestore.backbone import build_conv_base
+from featurestore.errors import JobInterrupted
+from featurestore.signals import interrupt_on_signal
 from featurestore.weights import resolve_weights
 
 SPLITS = ("train", "validation", "test")
+#: The folder of OUT where epochs are checkpointed; the finished model replaces it.
+CHECKPOINT = "checkpoint"
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -49,16 +55,28 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise FinetuneError(f"--out {out} is a file")
     if (out / METADATA).is_file() and not overwrite:
         raise FinetuneError(f"--out {out} already holds a model (use --overwrite)")
-    strays = [p.name for p in out.iterdir() if p.name != "checkpoint"] if out.is_dir() else []
+    strays = [p.name for p in out.iterdir() if p.name != CHECKPOINT] if out.is_dir() else []
     if strays and not (out / METADATA).is_file():
         raise FinetuneError(f"--out {out} exists and is not a model folder ({', '.join(sorted(strays)[:3])})")
 
 
 def run_finetune(config: FinetuneConfig, log: Callable[[str], None] | None = None) -> FinetuneReport:
-    """Fine-tune as `config` says; `log` gets one line per epoch (default: stderr)."""
+    """Fine-tune as `config` says; `log` gets one line per epoch (default: stderr).
+
+    SIGTERM and Ctrl-C stop it with `JobInterrupted`; the finished epochs are checkpointed, and
+    the same call resumes after the last of them.
+    """
+    try:
+        with interrupt_on_signal() as received:  # on the way out it names SIGINT for a Ctrl-C
+            return _run(config, log)
+    except KeyboardInterrupt:
+        kept = Path(config.out) / CHECKPOINT
+        raise JobInterrupted(received[0], f"finished epochs are kept in {kept}; rerun to resume") from None
+
+
+def _run(config: FinetuneConfig, log: Callable[[str], None] | None) -> FinetuneReport:
     started = time.perf_counter()
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    config.validate()
     store = featurestore.open_store(config.store)
     warm = load_head(config.head, store)
     out = Path(config.out)
@@ -69,7 +87,7 @@ def run_finetune(config: FinetuneConfig, log: Callable[[str], None] | None = Non
     featurestore.Extractor.from_fingerprint(store.fingerprint, weights=config.weights)
     run = {"store": store.digest, "head": warm.metadata_sha256, **config.params()}
     checkpoint = Checkpoint(
-        out / "checkpoint", hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+        out / CHECKPOINT, hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
     )
     try:
         checkpoint.load()
@@ -190,20 +208,22 @@ def _save(
                 title=f"finetune: {split}",
             )
 
-    metadata = {
-        "classifier": "finetune",
-        "params": {**config.params(), "weights": config.weights, "precision": policy},
-        "features": None,
-        "class_names": list(store.class_names),
-        "classes": warm.classes.tolist(),
-        "metrics": metrics,
-        "head_metrics": head_metrics,
-        "store": {
-            "fingerprint": store.fingerprint.to_dict(),
-            "digest": store.digest,
-            "path": str(store.path),
-        },
-        "head": warm.lineage(),
-        "training": {**training, "history": history},
-    }
-    return write_model_folder(Path(config.out), network, metadata, plots)
+    classifier = FinetunedClassifier()
+    classifier.model_, classifier.classes_ = network, warm.classes
+    classifier.input_size_ = store.fingerprint.input_size
+    return save_model(
+        config.out,
+        classifier,
+        classifier="finetune",
+        class_names=store.class_names,
+        params={**config.params(), "weights": config.weights, "precision": policy},
+        metrics=metrics,
+        training={**training, "history": history},
+        fingerprint=store.fingerprint.to_dict(),
+        store_digest=store.digest,
+        store_path=store.path,
+        extra={"head_metrics": head_metrics, "head": warm.lineage()},
+        extras=plots,
+        overwrite=config.overwrite,
+        replaces=(CHECKPOINT,),  # this run's own checkpoint goes with the finished model
+    )

@@ -20,10 +20,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from featurestore.vgg16 import BLOCKS
+from classifiers.finetune.config import UNFREEZE_CHOICES
+from featurestore.vgg16 import BLOCKS, output_shape
 
-#: Blocks `--unfreeze` accepts: that block and everything above it train.
-UNFREEZE_CHOICES = ("block5", "block4")
 #: The layer classes a warm-start head may hold (those `classifiers` heads are built from).
 # The layers a classifiers head may hold (its input_norm adds UnitNormalization + Rescaling).
 HEAD_LAYER_CLASSES = (
@@ -80,11 +79,6 @@ def conv_layer_names(first_block: int = 1) -> list[str]:
     ]
 
 
-def block4_shape(input_size: int) -> tuple[int, int, int]:
-    """(H, W, C) of block4_pool: four floor-halvings."""
-    return (input_size // 16, input_size // 16, 512)
-
-
 def head_layers(head: keras.Model) -> list[keras.layers.Layer]:
     """The head's layers after its input, checked to be a plain chain of known classes."""
     layers = [layer for layer in head.layers if not isinstance(layer, keras.layers.InputLayer)]
@@ -130,7 +124,7 @@ def build_networks(input_size: int, head: keras.Model, unfreeze: str, policy: st
         x = layer(x)
     full = keras.Model(image, x, name="vgg16_finetuned")
 
-    maps = keras.Input(block4_shape(input_size), name="block4_maps")
+    maps = keras.Input(output_shape("block4_pool", input_size), name="block4_maps")
     y = maps
     for layer in [*blocks[4], *top_layers]:
         y = layer(y)

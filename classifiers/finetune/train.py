@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
+from classifiers.errors import FinetuneError
 from classifiers.finetune.checkpoint import Checkpoint, TrainState
 from classifiers.finetune.data import Rows
-from classifiers.finetune.warmstart import FinetuneError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

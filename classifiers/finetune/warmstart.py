@@ -13,23 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.model_file import METADATA, ModelFileError, SavedModel, load_model, sha256_file
+from classifiers.errors import FinetuneError, ModelFileError
+from classifiers.keras_heads import KerasHead
+from classifiers.model_file import METADATA, SavedModel, load_model
+from classifiers.registry import final_estimator
+from featurestore.fsutil import file_sha256
 
-#: Fingerprint fields that decide what the block5_pool maps are. Stores that differ only in
-#: dtype, extra layers or flip views hold the same main maps, so their heads are interchangeable.
-FEATURE_IDENTITY = (
-    "backbone",
-    "layer",
-    "input_size",
-    "interpolation",
-    "preprocessing",
-    "weights_sha256",
-    "extractor_version",
-)
+__all__ = ["FinetuneError", "WarmStart", "load_head"]
 
-
-class FinetuneError(ValueError):
-    """Fine-tuning cannot run as asked; the message is one line."""
+#: The layer whose maps a warm-start head must have been trained on: block5's output.
+HEAD_LAYER = "block5_pool"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,15 +64,19 @@ def load_head(path: str | Path, store: Any) -> WarmStart:
     except ModelFileError as exc:
         raise FinetuneError(f"--head: {exc}") from None
     meta = saved.metadata
-    if meta["kind"] != "keras":
-        pooled = f" on {meta.get('features')} features" if meta["kind"] == "sklearn+keras" else ""
+    if not isinstance(saved.estimator, KerasHead):
+        in_pipeline = isinstance(final_estimator(saved.estimator), KerasHead)
+        pooled = f" on {meta.get('features')} features" if in_pipeline else ""
         raise FinetuneError(
             f"--head {path}: a {meta['classifier']!r} model{pooled} has no Keras head on the maps to "
             "warm-start from; train one with `featurestore train STORE --classifier dense` (or gap)"
         )
-    if saved.fingerprint is None:
+    recorded = saved.features_fingerprint
+    if recorded is None:
         raise FinetuneError(f"--head {path}: the model records no store fingerprint")
-    problems = feature_differences(saved.fingerprint, store.fingerprint.to_dict())
+    problems = recorded.feature_differences(store.fingerprint)
+    if not problems and store.fingerprint.layer != HEAD_LAYER:
+        problems.append(f"layer {store.fingerprint.layer!r}: fine-tuning needs {HEAD_LAYER} heads")
     if problems:
         raise FinetuneError(
             f"--head {path} was trained on other features than {store.path} holds: {'; '.join(problems)}"
@@ -91,16 +88,4 @@ def load_head(path: str | Path, store: Any) -> WarmStart:
         )
     if len(saved.estimator.classes_) < 2:
         raise FinetuneError(f"--head {path}: the head knows fewer than 2 classes")
-    return WarmStart(saved=saved, path=path, metadata_sha256=sha256_file(path / METADATA))
-
-
-def feature_differences(head_fp: dict[str, Any], store_fp: dict[str, Any]) -> list[str]:
-    """Readable differences between the identities of two stores' main maps."""
-    problems = [
-        f"{key}: {head_fp.get(key)!r} != {store_fp.get(key)!r}"
-        for key in FEATURE_IDENTITY
-        if head_fp.get(key) != store_fp.get(key)
-    ]
-    if not problems and store_fp.get("layer") != "block5_pool":
-        problems.append(f"layer {store_fp.get('layer')!r}: fine-tuning needs block5_pool heads")
-    return problems
+    return WarmStart(saved=saved, path=path, metadata_sha256=file_sha256(path / METADATA))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from classifiers.cli import main
@@ -82,3 +84,73 @@ def test_help_lists_the_commands_without_importing_heavy_libraries() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_feature_mode_choices_match_the_transform() -> None:
+    from classifiers import cli
+    from classifiers.transforms import FEATURE_MODES
+
+    assert cli.FEATURE_MODES == FEATURE_MODES
+
+
+def test_defaults_come_from_the_config_dataclasses() -> None:
+    from classifiers.bench.config import BenchConfig
+    from classifiers.finetune.config import FinetuneConfig
+    from featurestore.extract_config import ExtractConfig
+
+    params = {
+        (command.name, p.name): p.default
+        for command in main.commands.values()
+        for p in getattr(command, "params", [])
+    }
+    assert params[("extract", "workers")] == ExtractConfig(source=Path("s"), store=Path("t")).workers
+    assert params[("extract", "batch_size")] == ExtractConfig(source=Path("s"), store=Path("t")).batch_size
+    assert params[("bench", "folds")] == BenchConfig(store=Path("s"), out=Path("o")).folds
+    finetune = FinetuneConfig(store=Path("s"), head=Path("h"), out=Path("o"))
+    assert params[("finetune", "epochs")] == finetune.epochs
+    assert params[("finetune", "workers")] == finetune.workers
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--splits", "nan,0.5,0.5", "--splits"),
+        ("--splits", "0.7,0.2", "--splits"),
+        ("--input-size", "100000", "'--input-size': 100000 is not in the range 32<=x<=1024"),
+        ("--batch-size", "0", "'--batch-size': 0 is not in the range x>=1"),
+        ("--batch-size", "-4", "'--batch-size': -4 is not in the range x>=1"),
+        ("--commit-every", "0", "'--commit-every': 0 is not in the range x>=1"),
+        ("--commit-every", "-3", "'--commit-every': -3 is not in the range x>=1"),
+        ("--workers", "0", "'--workers': 0 is not in the range x>=1"),
+        ("--dtype", "float64", "'--dtype'"),
+    ],
+)
+def test_extract_options_are_validated_before_any_work(
+    tiny_tree: Path, tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    store = tmp_path / "store"
+    result = run("extract", tiny_tree, "--store", store, "--weights", "random", option, value)
+    assert result.exit_code == 2, result.output  # click's usage error
+    assert message in result.output and "Traceback" not in result.output
+    assert not store.exists()  # refused before the lock, the discovery or the model
+
+
+def test_one_command_group_serves_every_command() -> None:
+    names = set(main.commands)
+    assert {"extract", "info", "verify", "export", "demo", "weights", "train", "predict"} <= names
+    assert {"bench", "finetune"} <= names
+    result = subprocess.run(
+        [sys.executable, "-m", "classifiers.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert all(name in result.stdout for name in names)
+
+
+def test_tensorflow_start_up_lines_are_filtered_once(tiny_tree: Path, tmp_path: Path) -> None:
+    """A command that imports TensorFlow prints no oneDNN/CUDA/absl start-up lines."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    command = [sys.executable, "-m", "classifiers.cli", "extract", str(tiny_tree), "--store"]
+    command += [str(tmp_path / "s"), "--weights", "random", "--input-size", "32"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers"):
+        assert noise not in result.stderr, result.stderr

@@ -26,6 +26,24 @@ def test_fits_4d_maps_and_predicts_probabilities(head_class) -> None:
     assert head.best_epoch_ is None  # no validation set, so no early stopping
 
 
+@pytest.mark.parametrize("head_class", [DenseHead, GapHead])
+def test_a_rows_probabilities_do_not_depend_on_what_shares_its_batch(head_class) -> None:
+    # oneDNN picks matmul kernels by batch shape, and on an AVX-512 CPU they round a row
+    # differently (1e-7) by batch size and position; predict runs fixed-size padded passes.
+    from classifiers._keras_models import PREDICT_BATCH
+
+    X, y = make_maps(60)
+    head = head_class(**FAST_HEAD, random_state=0).fit(X, y)
+    together = head.predict_proba(X)
+    alone = np.concatenate([head.predict_proba(X[i : i + 1]) for i in range(len(X))])
+    np.testing.assert_array_equal(alone, together)
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_array_equal(head.predict_proba(X[order]), together[order])
+    # more rows than one pass: every row lands at other positions, some in the second pass
+    picks = np.random.default_rng(1).integers(0, len(X), size=PREDICT_BATCH + 44)
+    np.testing.assert_array_equal(head.predict_proba(X[picks]), together[picks])
+
+
 def test_binary_head_is_one_sigmoid_unit_and_multiclass_is_softmax() -> None:
     X2, y2 = make_maps(30, n_classes=2)
     X3, y3 = make_maps(30, n_classes=3)

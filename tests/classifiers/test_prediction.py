@@ -23,7 +23,7 @@ def extracted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for class_index, name in enumerate(CLASS_NAMES):
         for i in range(6):
             write_image(images / name / f"{name}_{i}.png", seed=100 * class_index + i)
-    from featurestore.extract import ExtractConfig, run_extract
+    from featurestore import ExtractConfig, run_extract
 
     with pytest.MonkeyPatch.context() as patch:  # never the user's cache
         patch.setenv("FEATURESTORE_HOME", str(base / "home"))
@@ -105,3 +105,21 @@ def test_folder_with_a_bad_image_gets_an_error_row(extracted: tuple[Path, Path],
 def test_missing_source_is_a_clear_error(extracted: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(PredictError, match="does not exist"):
         predict_rows(extracted[1], tmp_path / "nothing")
+
+
+def test_storage_dtype_and_compute_precision_do_not_change_the_features_a_model_reads(
+    tiny_store: Path, tmp_path: Path
+) -> None:
+    """The one definition of compatible features (`Fingerprint.feature_differences`): a store
+    kept in float16, or computed in bfloat16, holds the same maps as far as a head can tell."""
+    from featurestore.fingerprint import Fingerprint
+    from featurestore.testing import make_store
+
+    model = train_from_store(tiny_store, "logreg", tmp_path / "m").model_path
+    X, y = make_maps(10, seed=1)
+    fingerprint = Fingerprint(
+        weights_sha256="0" * 64, input_size=64, dtype="float16", precision="mixed_bfloat16"
+    )
+    make_store(tmp_path / "half", X, y, CLASS_NAMES, fingerprint=fingerprint)
+    rows = predict_rows(model, tmp_path / "half")
+    assert len(rows) == 10 and all(row["error"] == "" for row in rows)

@@ -106,3 +106,47 @@ def test_flipped_views_double_the_training_rows(
     assert seen[-1] == (24, 8)
     with pytest.raises(TrainError, match="no flipped views"):
         train_from_store(tiny_store, "logreg", tmp_path / "m3", flips=True)
+
+
+def _entries(folder: Path) -> list[str]:
+    """Names in `folder`, hidden ones included; [] when it does not exist."""
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("classifier", ["logreg", "dense"])
+def test_every_model_folder_has_its_plots(tiny_store: Path, tmp_path: Path, classifier: str) -> None:
+    params = FAST_HEAD if classifier == "dense" else {}
+    report = train_from_store(tiny_store, classifier, tmp_path / "models" / "m", params)
+    expected = {"confusion_matrix_validation.png", "confusion_matrix_test.png"}
+    if classifier == "dense":
+        expected.add("training_curves.png")
+    pngs = {path.name for path in report.model_path.iterdir() if path.suffix == ".png"}
+    assert pngs == expected
+    assert {path.name for path in report.plots.values()} == expected
+    assert all(
+        path.parent == report.model_path and path.read_bytes().startswith(PNG)
+        for path in report.plots.values()
+    )
+    assert _entries(tmp_path / "models") == ["m"]  # no temporary folder left
+
+
+def test_a_model_whose_plots_fail_is_not_written(
+    tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import classifiers.training as training
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training, "plot_confusion_matrix", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train_from_store(tiny_store, "logreg", tmp_path / "models" / "m")
+    assert _entries(tmp_path / "models") == []  # never a model folder without its plots
+
+
+def test_a_parameter_scikit_learn_refuses_is_a_train_error(tiny_store: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match=r"logreg cannot be trained with these settings: The 'C' parameter"):
+        train_from_store(tiny_store, "logreg", tmp_path / "models" / "m", {"C": -1.0})
+    with pytest.raises(ParamError, match="parameter hidden must be an integer >= 0"):
+        train_from_store(tiny_store, "dense", tmp_path / "models" / "m", {**FAST_HEAD, "hidden": -1})
+    assert _entries(tmp_path / "models") == []

@@ -25,7 +25,7 @@ def extract_command(source: Path, store: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "featurestore.cli",
+        "classifiers.cli",
         "extract",
         str(source),
         "--store",

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from featurestore.cli import main
-from featurestore.extract import ExtractConfig, run_extract
+from classifiers.cli import main
+from featurestore import ExtractConfig, run_extract
 from featurestore.extractor import Extractor
 from featurestore.images import load_image
 from featurestore.store import StoreError, open_store

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from classifiers.bench.command import bench
+from classifiers.cli import main
 from featurestore.testing import make_store
 from tests.classifiers.bench.conftest import write_store
 from tests.conftest import REPO_ROOT
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(bench, [str(a) for a in args])
+    return CliRunner().invoke(main, ["bench", *(str(a) for a in args)])
 
 
 def test_command_runs_and_resumes_on_a_tiny_store(tiny_store: Path, tmp_path: Path) -> None:
@@ -43,7 +43,6 @@ def test_command_runs_and_resumes_on_a_tiny_store(tiny_store: Path, tmp_path: Pa
         (["--classifiers", "logreg,nope"], "unknown classifier 'nope'"),
         (["--grid", "logreg:C"], "is not of the form classifier:param=v1,v2"),
         (["--grid", "logreg:C=abc"], "C='abc': expected a number"),
-        (["--folds", "1"], "--folds must be an integer >= 2"),
         (["--folds", "40"], "--folds 40 needs at least 40 per class"),
         (["--grid-file", "missing.json"], "cannot read grid file"),
     ],
@@ -53,6 +52,13 @@ def test_bad_input_is_one_line(tiny_store: Path, tmp_path: Path, args: list[str]
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_out_of_range_options_are_usage_errors_naming_the_option(tiny_store: Path, tmp_path: Path) -> None:
+    result = invoke(tiny_store, "--out", tmp_path / "out", "--folds", "1")
+    assert result.exit_code == 2  # click's usage error, before any work
+    assert "Invalid value for '--folds': 1 is not in the range x>=2" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
 
 def test_missing_and_one_class_stores_are_refused(tmp_path: Path) -> None:
@@ -67,7 +73,7 @@ def test_missing_and_one_class_stores_are_refused(tmp_path: Path) -> None:
 
 def test_importing_the_command_stays_light() -> None:
     code = (
-        "import sys, classifiers.bench.command, classifiers.bench\n"
+        "import sys, classifiers.cli, classifiers.bench\n"
         "print([m for m in ('sklearn', 'tensorflow', 'keras', 'matplotlib') if m in sys.modules])"
     )
     out = subprocess.run(
@@ -94,16 +100,14 @@ print(json.dumps({{"tf": "tensorflow" in sys.modules, "rows": rows,
     assert report["tf"] is False
     assert set(report["rows"]) == {"knn", "gap[epochs=2]"}
     assert all(t is not None and t >= 1 for t in report["threads"])  # workers were given a thread budget
-    serial = CliRunner().invoke(
-        bench, [str(store), "--out", str(tmp_path / "ser"), "--classifiers", "knn", "--folds", "2"]
-    )
+    serial = invoke(store, "--out", tmp_path / "ser", "--classifiers", "knn", "--folds", "2")
     assert serial.exit_code == 0, serial.output
     results = json.loads((tmp_path / "ser" / "results.json").read_text())
     assert [c["metrics"] for c in results["leaderboard"][0]["folds"]] == report["rows"]["knn"]
 
 
-@pytest.mark.parametrize(("how", "code"), [("ctrl-c", 130), ("sigterm", 143)])
-def test_interrupt_exits_with_the_signal_code(
+@pytest.mark.parametrize(("how", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupt_exits_with_the_signal_code_and_one_line(
     tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, code: int
 ) -> None:
     import os
@@ -113,15 +117,18 @@ def test_interrupt_exits_with_the_signal_code(
     from classifiers.bench import runner
 
     def interrupted(config: object) -> None:
-        if how == "ctrl-c":
-            raise KeyboardInterrupt
-        os.kill(os.getpid(), signal.SIGTERM)  # the command's handler turns it into KeyboardInterrupt
+        if how == "SIGINT":
+            raise KeyboardInterrupt  # what Ctrl-C raises
+        os.kill(os.getpid(), signal.SIGTERM)  # the job's handler turns it into KeyboardInterrupt
         time.sleep(5)
         raise AssertionError("SIGTERM was not handled")
 
-    monkeypatch.setattr(runner, "run_benchmark", interrupted)
+    monkeypatch.setattr(runner, "_run", interrupted)
     before = signal.getsignal(signal.SIGTERM)
-    result = invoke(tiny_store, "--out", tmp_path / "out", "--classifiers", "knn")
+    out = tmp_path / "out"
+    result = invoke(tiny_store, "--out", out, "--classifiers", "knn")
     assert result.exit_code == code
-    assert "interrupted: finished cells are kept" in result.stderr and "run again to resume" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: interrupted by {how}; finished cells are kept in {out / 'cells'}; run again to resume"
+    ]
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

@@ -17,6 +17,7 @@ from classifiers.bench.config import (
 )
 from classifiers.params import ParamError
 from classifiers.registry import default_features
+from featurestore.errors import ConfigError
 
 
 def config(**kwargs: object) -> BenchConfig:
@@ -86,7 +87,7 @@ def test_bad_variants_fail_with_one_line(kwargs: dict, message: str) -> None:
     ],
 )
 def test_config_validates_numbers(kwargs: dict, message: str) -> None:
-    with pytest.raises(BenchError, match=message):
+    with pytest.raises(ConfigError, match=message):
         config(**kwargs)
 
 

@@ -13,6 +13,7 @@ from classifiers.bench.config import BenchConfig
 from classifiers.bench.folds import load_data, make_folds
 from classifiers.bench.leaderboard import BenchResult
 from classifiers.bench.report import format_table
+from featurestore.errors import JobInterrupted
 from tests.classifiers.bench.conftest import CHEAP, SMALL_FOREST
 
 
@@ -136,8 +137,9 @@ def test_interrupted_run_resumes(tiny_store: Path, tmp_path: Path, monkeypatch: 
 
     out = tmp_path / "interrupted"
     monkeypatch.setattr(runner, "run_cell", interrupted_after_three)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(JobInterrupted, match="finished cells are kept") as stopped:
         run(tiny_store, out)
+    assert stopped.value.exit_code == 130  # SIGINT: what Ctrl-C sends
     assert len(list((out / "cells").glob("*.json"))) == 3
     monkeypatch.setattr(runner, "run_cell", real)
     resumed = run(tiny_store, out)
@@ -169,3 +171,23 @@ def test_fit_warnings_are_kept_per_cell_and_named_in_the_table(tiny_store: Path,
     (row,) = result.rows
     assert all(any("ConvergenceWarning" in w for w in cell["warnings"]) for cell in row.folds)
     assert "warnings while fitting" in format_table(result) and "ConvergenceWarning" in format_table(result)
+
+
+def test_a_new_run_removes_the_temporary_files_of_dead_runs_only(tiny_store: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    out = tmp_path / "temps"
+    (out / "cells").mkdir(parents=True)
+    process = subprocess.Popen(["true"])
+    process.wait()  # a pid that no longer runs
+    dead = [
+        out / f".results.json.{process.pid}.0123abcd.tmp",
+        out / "cells" / f".x.json.{process.pid}.4567cdef.tmp",
+    ]
+    live = out / "cells" / f".y.json.{os.getppid()}.89abcdef.tmp"  # a live process's write
+    for path in [*dead, live]:
+        path.write_text("{")
+    run(tiny_store, out, classifiers=("knn",))
+    assert not any(path.exists() for path in dead)
+    assert live.exists()

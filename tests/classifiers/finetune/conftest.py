@@ -23,7 +23,7 @@ N_IMAGES = 24
 def make_store(
     root: Path, *, extra_layers: tuple[str, ...] = ("block4_pool",), flip_views: bool = True
 ) -> Path:
-    from featurestore.extract import ExtractConfig, run_extract
+    from featurestore import ExtractConfig, run_extract
     from featurestore.splits import SplitFractions
 
     images = root / "images"
@@ -68,7 +68,7 @@ def dense_head(tiny_store: Path) -> Path:
 
 def finetune_cli(store: Path, head: Path, out: Path, *extra: str) -> dict:
     """Run the `finetune` command in-process; return its JSON report."""
-    from classifiers.finetune.command import finetune
+    from classifiers.cli import main
 
     args = [
         str(store),
@@ -85,7 +85,7 @@ def finetune_cli(store: Path, head: Path, out: Path, *extra: str) -> dict:
         "--json",
         *extra,
     ]
-    result = CliRunner().invoke(finetune, args, catch_exceptions=False)
+    result = CliRunner().invoke(main, ["finetune", *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return json.loads(result.output.strip().splitlines()[-1])
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from classifiers.errors import FinetuneError
 from classifiers.finetune.config import FinetuneConfig
 from classifiers.finetune.job import run_finetune
-from classifiers.finetune.warmstart import FinetuneError
 from tests.classifiers.finetune.conftest import SIZE, built_once, make_store
 
 pytestmark = pytest.mark.xdist_group("finetune")
@@ -68,7 +68,8 @@ def test_model_folder_has_metrics_curves_and_lineage(
     from_cache: dict, tiny_store: Path, dense_head: Path
 ) -> None:
     import featurestore
-    from classifiers.model_file import METADATA, sha256_file
+    from classifiers.model_file import METADATA
+    from featurestore.fsutil import file_sha256
 
     folder = Path(from_cache["model_path"])
     meta = json.loads((folder / METADATA).read_text())
@@ -76,7 +77,7 @@ def test_model_folder_has_metrics_curves_and_lineage(
     assert meta["kind"] == "finetuned"
     assert meta["store"]["digest"] == store.digest
     assert meta["store"]["fingerprint"]["weights_sha256"] == store.fingerprint.weights_sha256
-    assert meta["head"]["metadata_sha256"] == sha256_file(dense_head / METADATA)
+    assert meta["head"]["metadata_sha256"] == file_sha256(dense_head / METADATA)
     assert meta["params"]["from_cache"] is True and meta["params"]["learning_rate"] == 1e-5
     for split in ("validation", "test"):
         assert 0.0 <= meta["metrics"][split]["accuracy"] <= 1.0
@@ -97,7 +98,7 @@ def test_predicts_through_the_prediction_function_and_the_cli(
 
     saved = load_model(from_images["model_path"])
     assert isinstance(saved.estimator, FinetunedClassifier)
-    source = Path(featurestore.open_store(tiny_store).manifest.source_root)
+    source = featurestore.open_store(tiny_store).source_root
     rows = predict_rows(saved, source)
     assert len(rows) == 24 and all(row["error"] == "" for row in rows)
     images = np.stack([load_image(row["path"], SIZE) for row in rows])
@@ -171,7 +172,7 @@ def test_a_model_file_naming_other_layers_is_refused(
 ) -> None:
     import zipfile
 
-    from classifiers._payload import PayloadError
+    from classifiers.errors import PayloadError
     from classifiers.finetune.saved import MODEL_FILE, load_network
 
     source = Path(from_cache["model_path"]) / MODEL_FILE

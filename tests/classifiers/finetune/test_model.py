@@ -77,7 +77,7 @@ def test_full_model_on_images_equals_top_model_on_block4_maps_and_head_on_block5
     store = featurestore.open_store(tiny_store)
     data = store.load("train", layer="block4_pool")
     flipped = store.load("train", layer="block4_pool", flipped=True)
-    root = Path(store.manifest.source_root)
+    root = store.source_root
     images = np.stack([load_image(root / path, SIZE) for path in data.paths])
     from_images = np.asarray(networks.full(images, training=False))
     np.testing.assert_allclose(

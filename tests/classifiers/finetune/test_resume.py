@@ -1,7 +1,8 @@
-"""A real finetune process killed with SIGKILL after a checkpoint, then rerun: it continues.
+"""A real finetune process killed with SIGKILL, or stopped with SIGTERM, after a checkpoint,
+then rerun: it continues.
 
-It fine-tunes from augmented images with --unfreeze block4, so this is also the test that block4
-trains there while block3 stays frozen.
+The SIGKILL run fine-tunes from augmented images with --unfreeze block4, so it is also the test
+that block4 trains there while block3 stays frozen.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ pytestmark = pytest.mark.xdist_group("finetune")
 EPOCHS = 4
 
 
-def _command(store: Path, head: Path, out: Path) -> list[str]:
+def _command(store: Path, head: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "classifiers.finetune.command",
+        "classifiers.cli",
+        "finetune",
         str(store),
         "--head",
         str(head),
@@ -42,9 +44,8 @@ def _command(store: Path, head: Path, out: Path) -> list[str]:
         "4",
         "--patience",
         "100",
-        "--unfreeze",
-        "block4",
         "--json",
+        *(extra or ("--unfreeze", "block4")),
     ]
 
 
@@ -55,19 +56,14 @@ def _finished_epochs(out: Path) -> int:
         return 0
 
 
-def test_sigkill_after_a_checkpoint_then_rerun_continues(
-    tiny_store: Path, dense_head: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "model"
+def _env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[3])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen(
-        _command(tiny_store, dense_head, out),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
+def _signal_after_first_checkpoint(command: list[str], out: Path, signum: int) -> tuple[int, str]:
+    """Start `command`, send `signum` once an epoch is checkpointed; (exit code, stderr)."""
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while _finished_epochs(out) < 1:
         assert process.poll() is None, (
@@ -75,8 +71,38 @@ def test_sigkill_after_a_checkpoint_then_rerun_continues(
         )
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
+
+
+def test_sigterm_after_a_checkpoint_exits_143_in_one_line_then_rerun_resumes(
+    tiny_store: Path, dense_head: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    epochs = 8  # an epoch of cached maps takes ~1 s here: the signal lands well before the end
+    command = _command(tiny_store, dense_head, out, "--from-cache", "--no-augment", "--epochs", str(epochs))
+    code, stderr = _signal_after_first_checkpoint(command, out, signal.SIGTERM)
+    stopped_at = _finished_epochs(out)
+    assert 1 <= stopped_at < epochs, "stopped too late to test a resume"
+    assert code == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"Error: interrupted by SIGTERM; finished epochs are kept in {out / 'checkpoint'}; rerun to resume"
+    )
+    assert not (out / "metadata.json").exists()
+    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming after epoch {stopped_at}" in rerun.stderr
+    assert json.loads(rerun.stdout.strip().splitlines()[-1])["training"]["resumed_from"] == stopped_at
+
+
+def test_sigkill_after_a_checkpoint_then_rerun_continues(
+    tiny_store: Path, dense_head: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    env = _env()
+    _signal_after_first_checkpoint(_command(tiny_store, dense_head, out), out, signal.SIGKILL)
     killed_at = _finished_epochs(out)
     assert 1 <= killed_at < EPOCHS, "killed too late to test a resume"
     before = json.loads((out / "checkpoint" / STATE).read_text())["history"]

@@ -1,0 +1,121 @@
+"""What a saved model reads, made from a source: chunks of inputs with their paths and labels.
+
+A source is an image file, a folder (class folders or not), a CSV manifest or a feature store.
+Each model kind (`classifiers.model_file.ModelKind`) turns a source into its inputs with the
+helpers here: models on store features read a store's maps or embed new images with the
+backbone their fingerprint records; a network that starts at the pixels reads decoded images.
+A file that cannot be read or decoded gets its reason instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from classifiers.errors import PredictError
+
+if TYPE_CHECKING:
+    from featurestore.fingerprint import Fingerprint
+
+#: Images embedded or decoded per call: bounds memory (150x150 RGB float32: 270 KB each).
+EMBED_CHUNK = 256
+#: Store rows read per chunk.
+STORE_CHUNK = 4096
+
+#: (file path, label or "") of each image of a source.
+Items = list[tuple[str, str]]
+#: paths -> (model inputs, per path None or why it could not be used).
+Embed = Callable[[list[str]], tuple[np.ndarray, list[str | None]]]
+
+
+@dataclass(frozen=True)
+class InputChunk:
+    """Model inputs for some images: row i of `inputs` is `paths[i]`, unless `errors[i]` says
+    why that image could not be used (its row is then meaningless)."""
+
+    paths: list[str]
+    labels: list[str]
+    inputs: np.ndarray
+    errors: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def source_images(source: Path) -> tuple[Items, Sequence[tuple[str, str]]]:
+    """The images of `source` with their labels, and (path, reason) of files found but unusable.
+
+    A store gives the images its rows point to (for a model whose input is the pixels).
+    """
+    import featurestore
+    from featurestore.sources import discover
+
+    if featurestore.is_store(source):
+        images = featurestore.open_store(source).images()
+        return [(str(image.path), image.label) for image in images], ()
+    if source.is_file() and source.suffix.lower() != ".csv":
+        return [(str(source), "")], ()
+    found = discover(source)  # a folder (labeled or not) or a CSV manifest
+    items = [(str(image.path), image.label or "") for image in found.images]
+    return items, [(str(source / relpath), reason) for relpath, reason in found.skipped]
+
+
+def embedded(items: Items, skipped: Sequence[tuple[str, str]], embed: Embed) -> Iterator[InputChunk]:
+    """`items` turned into inputs by `embed`, `EMBED_CHUNK` at a time, then the skipped files."""
+    for start in range(0, len(items), EMBED_CHUNK):
+        chunk = items[start : start + EMBED_CHUNK]
+        paths = [path for path, _ in chunk]
+        inputs, errors = embed(paths)
+        yield InputChunk(paths, [label for _, label in chunk], inputs, errors)
+    if skipped:
+        paths = [path for path, _ in skipped]
+        yield InputChunk(paths, [""] * len(paths), np.zeros((len(paths),)), [reason for _, reason in skipped])
+
+
+def decoded_images(paths: list[str], size: int) -> tuple[np.ndarray, list[str | None]]:
+    """RGB images (N, size, size, 3) in 0..255 (zeros for a failed file) and each file's error."""
+    from featurestore.images import ImageError, load_image
+
+    images = np.zeros((len(paths), size, size, 3), np.float32)
+    errors: list[str | None] = []
+    for i, path in enumerate(paths):
+        try:
+            images[i] = load_image(path, size)
+            errors.append(None)
+        except ImageError as exc:
+            errors.append(str(exc))
+    return images, errors
+
+
+def store_maps(fingerprint: Fingerprint, source: Path) -> Iterator[InputChunk]:
+    """The main maps of every row of the store `source`, refused unless they mean what the
+    model's `fingerprint` says (`Fingerprint.feature_differences`, the one definition)."""
+    import featurestore
+
+    store = featurestore.open_store(source)
+    differences = store.fingerprint.feature_differences(fingerprint)
+    if differences:
+        raise PredictError(f"{source}: store features differ from the model's ({'; '.join(differences)})")
+    for batch in store.iter_batches(None, batch_size=STORE_CHUNK):
+        labels = [store.class_names[i] if i >= 0 else "" for i in batch.labels]
+        yield InputChunk(list(batch.paths), labels, batch.features, [None] * len(batch))
+
+
+def feature_maps(fingerprint: Fingerprint | None, source: Path, weights: str) -> Iterator[InputChunk]:
+    """Inputs of a model on store features: a store's maps, or new images embedded as the
+    model's fingerprint records (same backbone, layer, size, dtype and precision)."""
+    import featurestore
+
+    if fingerprint is None:
+        raise PredictError(f"{source}: the model records no store fingerprint: cannot compare or embed")
+    if featurestore.is_store(source):
+        yield from store_maps(fingerprint, source)
+        return
+    items, skipped = source_images(source)
+    # Only the main maps: flipped views and extra layers would cost time and feed nothing.
+    extractor = featurestore.Extractor.from_fingerprint(fingerprint.main_maps(), weights=weights)
+    yield from embedded(items, skipped, extractor.embed_files)
