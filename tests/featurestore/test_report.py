@@ -48,11 +48,11 @@ def drift_result(shift: float, seed: int) -> dict:
     return compare(earlier, labels[:300], tonight, labels[300:], ("cats", "dogs"), seed=seed).to_dict()
 
 
-@pytest.fixture
-def history(tmp_path: Path) -> Path:
-    """A store with five nights of extract runs (one failed, one killed-looking) and a train run."""
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with five nights of extract runs (one failed) and a train run (read-only)."""
     rng = np.random.default_rng(0)
-    store = tmp_path / "pets"
+    store = tmp_path_factory.mktemp("history") / "pets"
     make_store(store, rng.random((30, 1, 1, 8), np.float32), rng.integers(0, 2, 30), ["cats", "dogs"])
     day = 86400.0
     start = 1_740_000_000.0
