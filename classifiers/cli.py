@@ -26,7 +26,7 @@ from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
 from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
 from featurestore.errors import FeaturestoreError
-from featurestore.extract_config import ExtractConfig
+from featurestore.extract_config import ENGINES, ExtractConfig
 from featurestore.fingerprint import DTYPES, PRECISIONS
 from featurestore.quiet import quiet_tensorflow
 from featurestore.splits import SplitFractions
@@ -153,6 +153,19 @@ def main() -> None:
     default=default(ExtractConfig, "commit_every"),
     show_default=True,
     help="Rows per committed piece.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=default(ExtractConfig, "engine"),
+    show_default=True,
+    help="local: this machine; ray: a Ray cluster (pip install 'featurestore[ray]').",
+)
+@click.option(
+    "--ray-address",
+    default=default(ExtractConfig, "ray_address"),
+    metavar="ADDR",
+    help="Ray cluster to join (HOST:PORT, auto, ray://...); default: $RAY_ADDRESS, else a local one.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object last.")
 def extract(

@@ -8,9 +8,11 @@ ExtractInterrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
@@ -45,6 +47,8 @@ class ExtractSummary:
     images_per_s: float
     store_bytes: int
     failures: dict[str, str]
+    # seconds, images and images/s per stage (the Ray engine's: decode, model, write, commit)
+    stages: dict[str, dict[str, float | int | None]] = dataclasses.field(default_factory=dict)
 
     def line(self) -> str:
         return (
@@ -90,8 +94,8 @@ def _extract_locked(
         current = FeatureStore(writer.path, writer.manifest)
         plan = plan_extraction(source, current, rehash=config.rehash)
         skipped = {relpath: {"reason": reason} for relpath, reason in source.skipped}
-        run = Pipeline(_settings(config), extractor, writer, current)
-        with StopOnSignal() as stop:
+        # The engine connects first: ray.init installs its own SIGTERM handler, ours goes over it.
+        with _engine(config, extractor, writer, current, bool(plan.tasks)) as run, StopOnSignal() as stop:
             try:
                 run.process(plan.tasks, stop)
             finally:
@@ -115,7 +119,19 @@ def _extract_locked(
             **{k: v["reason"] for k, v in run.failures.items()},
             **{k: v["reason"] for k, v in skipped.items()},
         },
+        stages=run.stages(seconds) if config.engine == "ray" else {},
     )
+
+
+def _engine(
+    config: ExtractConfig, extractor: Extractor, writer: StoreWriter, current: FeatureStore, work: bool
+) -> contextlib.AbstractContextManager[Any]:
+    """The run of the plan's tasks: this machine's pipeline, or a Ray cluster's (imported only then)."""
+    if config.engine == "ray":
+        from featurestore.ray_engine import ray_run
+
+        return ray_run(config, extractor, writer, current, connect=work)
+    return contextlib.nullcontext(Pipeline(_settings(config), extractor, writer, current))
 
 
 def _settings(config: ExtractConfig) -> PipelineSettings:

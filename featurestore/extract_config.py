@@ -9,7 +9,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from featurestore.checks import check_choice
+from featurestore.errors import ConfigError
 from featurestore.splits import SplitFractions
+
+#: `--engine` choices: this machine's pipeline, or a Ray cluster (`featurestore.ray_engine`).
+ENGINES = ("local", "ray")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,3 +36,10 @@ class ExtractConfig:
     commit_every: int = 512
     commit_seconds: float = 60.0
     progress: bool = True
+    engine: str = "local"
+    ray_address: str | None = None  # None: RAY_ADDRESS, or a local cluster started for the run
+
+    def __post_init__(self) -> None:
+        check_choice("engine", self.engine, ENGINES)
+        if self.ray_address is not None and self.engine != "ray":
+            raise ConfigError("--ray-address needs --engine ray")

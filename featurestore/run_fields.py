@@ -75,7 +75,7 @@ def extract_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
         "counts": counts,
         "failed_by_reason": failures_by_reason(summary.get("failures", {})),
     }
-    if "stages" in summary:
+    if summary.get("stages"):
         fields["stages"] = dict(summary["stages"])
     else:  # today's summary: the whole run, and the model's throughput
         fields["stages"] = {"total": stage(summary["seconds"], counts.get("computed"))}

@@ -1,0 +1,187 @@
+"""The work of the Ray engine's stages, as plain functions and one class over numpy batches.
+
+Ray Data calls these on cluster workers (`featurestore.ray_engine` builds the dataset): decode
+on CPU tasks, the model in a pool of actors (one `Extractor` each), pieces written by CPU tasks
+into the store's folder with `featurestore.writer.write_piece`. Nothing here imports Ray, so the
+same code runs, and is read, like the local engine's.
+
+A batch is a dict of numpy columns. Every stage passes the small columns through and adds its
+own; seconds are per row (a batch's time spread over its rows), so a sum over any set of rows
+is that stage's worker-seconds for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featurestore.errors import FeaturestoreError
+from featurestore.extractor import Extractor
+from featurestore.fingerprint import Fingerprint
+from featurestore.format import TMP
+from featurestore.images import ImageError, load_image
+from featurestore.quiet import quiet_tensorflow
+from featurestore.splits import SplitFractions, split_of
+from featurestore.writer import Row, write_piece
+
+Batch = dict[str, np.ndarray]
+
+#: Column prefix of the maps in a batch (the dataset name follows: "maps:features").
+MAPS = "maps:"
+
+
+class StoreNotShared(FeaturestoreError):
+    """A Ray worker cannot see the store's folder: it is not on storage shared by every node."""
+
+
+def known_ids_array(ids: set[str]) -> np.ndarray:
+    """Content ids as a sorted fixed-width array: one shared, zero-copy object for every task."""
+    return np.array(sorted(ids), dtype="S64")
+
+
+def _is_known(image_id: str, known: np.ndarray) -> bool:
+    key = image_id.encode()
+    at = int(np.searchsorted(known, key))
+    return at < len(known) and known[at] == key
+
+
+def decode_batch(batch: Batch, *, input_size: int, known: np.ndarray) -> Batch:
+    """Stat, hash, and decode each file unless its content (or its path's live content) is known.
+
+    The same steps and the same `load_image` as the local pipeline's decode workers; a file that
+    cannot be read or decoded gets its one-line reason in `error`.
+    """
+    n = len(batch["path"])
+    ids, sizes, mtimes, errors = [""] * n, np.zeros(n, np.int64), np.zeros(n, np.int64), [""] * n
+    pixels = np.zeros((n, input_size, input_size, 3), np.float32)
+    has_pixels = np.zeros(n, bool)
+    started = time.perf_counter()
+    for i, (path, current) in enumerate(zip(batch["path"], batch["current"], strict=True)):
+        try:
+            stat = os.stat(path)
+            with open(path, "rb") as f:
+                ids[i] = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as exc:
+            errors[i] = f"cannot read file ({exc.strerror or exc})"
+            continue
+        sizes[i], mtimes[i] = stat.st_size, stat.st_mtime_ns
+        if ids[i] == current or _is_known(ids[i], known):
+            continue  # the driver reuses the maps already in the store
+        try:
+            pixels[i] = load_image(path, input_size)
+            has_pixels[i] = True
+        except ImageError as exc:
+            errors[i] = str(exc)
+    seconds = (time.perf_counter() - started) / max(n, 1)
+    return {
+        **batch,
+        "image_id": np.array(ids, dtype=object),
+        "size": sizes,
+        "mtime_ns": mtimes,
+        "error": np.array(errors, dtype=object),
+        "has_pixels": has_pixels,
+        "pixels": pixels,
+        "decode_seconds": np.full(n, seconds),
+    }
+
+
+def extractor_settings(extractor: Extractor) -> dict[str, Any]:
+    """What a worker needs to build the same extractor: weights resolved to a file here (the
+    store and the weights are on storage every node sees), the rest as the driver has it."""
+    from featurestore.weights import resolve_weights
+
+    path = resolve_weights(extractor.weights)
+    return {
+        "weights": "random" if path is None else str(path),
+        "input_size": extractor.input_size,
+        "layer": extractor.layer,
+        "extra_layers": extractor.extra_layers,
+        "dtype": extractor.dtype,
+        "precision": extractor.precision,
+        "flip_views": extractor.flip_views,
+        "batch_size": extractor.batch_size,
+        "seed": extractor.seed,
+    }
+
+
+class ModelStage:
+    """One model per actor: embeds the batch's decoded rows in the extractor's fixed padded batch
+    shapes, so every image's maps are bit-identical to the local engine's."""
+
+    def __init__(self, settings: dict[str, Any], fingerprint: Fingerprint) -> None:
+        quiet_tensorflow()  # as the CLI does: no start-up lines from every actor
+        self.extractor = Extractor(**settings)
+        differences = self.extractor.fingerprint.differences(fingerprint)
+        if differences:  # another node with other weights or libraries would write other maps
+            raise FeaturestoreError(
+                f"Ray worker on {socket.gethostname()} builds another model than the driver: "
+                + "; ".join(differences)
+            )
+        # One warm-up call: builds and traces the model (a batch's time is then model time) and
+        # gives the maps' shapes, so that every batch has the same columns, computed rows or not.
+        size = self.extractor.input_size
+        blank = self.extractor.embed(np.zeros((1, size, size, 3), np.float32))
+        self.blank = {name: np.zeros_like(maps[0]) for name, maps in blank.items()}
+
+    def __call__(self, batch: Batch) -> Batch:
+        started = time.perf_counter()
+        pixels = batch.pop("pixels")
+        rows = np.flatnonzero(batch["has_pixels"])
+        n = len(pixels)
+        out: Batch = dict(batch)
+        for name, blank in self.blank.items():
+            out[MAPS + name] = np.broadcast_to(blank, (n, *blank.shape)).copy()
+        if len(rows):
+            for name, maps in self.extractor.embed(pixels[rows]).items():
+                out[MAPS + name][rows] = maps
+        out["model_seconds"] = np.full(n, (time.perf_counter() - started) / max(n, 1))
+        return out
+
+
+def _node_id() -> str:
+    """The Ray node this worker runs on (where the piece was written)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def write_batch(batch: Batch, *, store: str, fingerprint: Fingerprint, fractions: SplitFractions) -> Batch:
+    """Write the batch's computed rows as one piece of `store` (not committed: the driver names
+    it in a manifest); return the small columns with the piece's name, rows and sha256."""
+    if not (Path(store) / TMP).is_dir():
+        raise StoreNotShared(
+            f"{store}: not found on Ray node {socket.gethostname()}; put the store on a file system "
+            "that every node mounts at the same path"
+        )
+    started = time.perf_counter()
+    computed = np.flatnonzero(batch["has_pixels"])
+    n = len(batch["has_pixels"])
+    piece, piece_rows, piece_sha = "", 0, ""
+    if len(computed):
+        rows = [
+            Row(
+                relpath=str(batch["relpath"][i]),
+                image_id=str(batch["image_id"][i]),
+                label=str(batch["label"][i]) or None,
+                split=split_of(str(batch["image_id"][i]), fractions),
+                size=int(batch["size"][i]),
+                mtime_ns=int(batch["mtime_ns"][i]),
+                maps={name[len(MAPS) :]: batch[name][i] for name in batch if name.startswith(MAPS)},
+            )
+            for i in computed
+        ]
+        info = write_piece(store, rows, fingerprint=fingerprint)
+        piece, piece_rows, piece_sha = info.file, info.rows, info.sha256
+    out = {name: column for name, column in batch.items() if not name.startswith(MAPS)}
+    out["piece"] = np.array([piece] * n, dtype=object)
+    out["piece_rows"] = np.full(n, piece_rows, np.int64)
+    out["piece_sha256"] = np.array([piece_sha] * n, dtype=object)
+    out["node"] = np.array([_node_id()] * n, dtype=object)
+    out["write_seconds"] = np.full(n, (time.perf_counter() - started) / max(n, 1))
+    return out
