@@ -285,10 +285,11 @@ def runs(store: Path, last: int | None, kind: str | None, as_json: bool) -> None
     A run whose process died without finishing its record (SIGKILL, power loss) shows as killed.
     """
     from featurestore.format import read_manifest
-    from featurestore.runs import format_runs, list_runs
+    from featurestore.runs import RUNS, format_runs, list_runs
 
     with user_errors():
-        read_manifest(store)  # a mistyped path is an error, not an empty history
+        if not (store / RUNS).is_dir():  # a first run killed before its first commit has only runs/
+            read_manifest(store)  # a mistyped path is an error, not an empty history
         records = list_runs(store, last=last, kind=kind)
     click.echo(json.dumps(records, indent=1) if as_json else format_runs(records))
 

@@ -12,6 +12,12 @@ same fields (docs/schemas/extract-summary.schema.json), and gets the same record
 
     outcome = recorded_extract(config, RunOptions(strict=True, fail_on_drift=0.7))
     outcome.exit_code, outcome.summary["run"], outcome.drift
+
+Another job on a store (compact, train, finetune) records itself the same way:
+
+    with recorded_job(store_dir, "compact", metrics_file=path) as run:
+        result = compact(store_dir)
+        run.update(counts={...}, stages={"write": stage(seconds, rows)}, extra={...})
 """
 
 from __future__ import annotations
