@@ -48,6 +48,7 @@ from featurestore.ray_stages import (
 )
 from featurestore.signals import StopOnSignal
 from featurestore.splits import split_of
+from featurestore.stages import StageTimes
 from featurestore.store import FeatureStore
 from featurestore.writer import Row, StoreWriter
 
@@ -138,7 +139,13 @@ class RayRun:
     """One extraction's tasks on Ray; the same counters and `flush` as `featurestore.pipeline`."""
 
     def __init__(
-        self, config: ExtractConfig, extractor: Extractor, writer: StoreWriter, current: FeatureStore
+        self,
+        config: ExtractConfig,
+        extractor: Extractor,
+        writer: StoreWriter,
+        current: FeatureStore,
+        times: StageTimes,
+        progress: Progress,
     ):
         self.config = config
         self.extractor = extractor
@@ -155,15 +162,14 @@ class RayRun:
         self.reused: list[Row] = []
         self.seen_pieces: set[str] = set()
         self.committed: set[str] = set()  # relpaths committed by this run
-        self.stage_seconds = {"decode": 0.0, "model": 0.0, "write": 0.0, "commit": 0.0}
-        self.stage_images = {"decode": 0, "model": 0, "write": 0, "commit": 0}
+        self.times = times  # worker-seconds of decode, model and write; the driver's commits
+        self.progress = progress
         self.write_nodes: set[str] = set()
         self.driver_node_pieces = 0
         self.last_commit = time.monotonic()
         self.cluster: Cluster | None = None
         self._versions_recorded = False
         self.started = time.perf_counter()
-        self.first_result_seconds: float | None = None
 
     # -- the run -------------------------------------------------------------------------
     def start(self) -> None:
@@ -177,13 +183,13 @@ class RayRun:
         if self.cluster is None:
             self.start()
         by_index = {i: task for i, task in enumerate(tasks)}
-        progress = Progress(len(tasks), label="extract", enabled=self.config.progress)
+        progress = self.progress
         done = 0
         batches = self._results(tasks)
         try:
             for batch in batches:
                 if not done:  # connecting, actors starting (TensorFlow, the model), a first batch
-                    self.first_result_seconds = time.perf_counter() - self.started
+                    self.times.add("startup", time.perf_counter() - self.started)
                 for i in range(len(batch["index"])):
                     self._take(batch, i, by_index[int(batch["index"][i])])
                 done += len(batch["index"])
@@ -259,10 +265,7 @@ class RayRun:
     def _take(self, batch: dict[str, np.ndarray], i: int, task: Task) -> None:
         """One row back from the cluster: a failure, a reuse, or a row in a written piece."""
         relpath = task.image.relpath
-        for stage in ("decode", "model", "write"):
-            self.stage_seconds[stage] += float(batch[f"{stage}_seconds"][i])
-        self.stage_images["decode"] += 1
-        self.stage_images["write"] += 1
+        self.times.add("decode", float(batch["decode_seconds"][i]), 1)
         error = str(batch["error"][i])
         if error:
             self.failures[relpath] = {
@@ -279,8 +282,9 @@ class RayRun:
             self._reuse(task, image_id, int(batch["size"][i]), int(batch["mtime_ns"][i]))
             return
         self.computed += 1
-        self.stage_images["model"] += 1
         self.model_seconds += float(batch["model_seconds"][i])
+        self.times.add("model", float(batch["model_seconds"][i]), 1)
+        self.times.add("write", float(batch["write_seconds"][i]), 1)
         self.wave_relpaths.append(relpath)
         piece = str(batch["piece"][i])
         if piece not in self.seen_pieces:
@@ -352,8 +356,7 @@ class RayRun:
             )
             self.committed.update(self.wave_relpaths)
             self.known_ids.update(row.image_id for row in self.reused)
-            self.stage_seconds["commit"] += time.perf_counter() - started
-            self.stage_images["commit"] += rows
+            self.times.add("commit", time.perf_counter() - started, rows)
         self.wave_pieces, self.wave_relpaths, self.reused = [], [], []
         self.last_commit = time.monotonic()
         if force:
@@ -376,43 +379,34 @@ class RayRun:
         if self.cluster is not None and self.cluster.started_here:
             _import_ray().shutdown()
 
-    # -- the summary -------------------------------------------------------------------
-    def stages(self, total_seconds: float) -> dict[str, dict[str, Any]]:
-        """Seconds (worker-seconds, summed over the cluster's workers), images, images/s; and
-        the whole run's wall time as "total"."""
-        result: dict[str, dict[str, Any]] = {}
-        for name, seconds in self.stage_seconds.items():
-            images = self.stage_images[name]
-            result[name] = {
-                "seconds": seconds,
-                "images": images,
-                "images_per_s": images / seconds if seconds else None,
-            }
-        if self.first_result_seconds is not None:
-            # from connecting to the first rows back (actors start TensorFlow and the model):
-            # the part of a run that does not grow with the number of images
-            result["startup"] = {"seconds": self.first_result_seconds, "images": None, "images_per_s": None}
-        result["total"] = {
-            "seconds": total_seconds,
-            "images": self.computed,
-            "images_per_s": self.computed / total_seconds if total_seconds else None,
-        }
-        result["write"]["nodes"] = len(self.write_nodes)
-        result["write"]["pieces_on_driver_node"] = self.driver_node_pieces
-        return result
+    def placement(self) -> str:
+        """Where the pieces were written: the store must be shared when that is not here."""
+        return (
+            f"extract: {len(self.seen_pieces)} piece(s) written by workers on {len(self.write_nodes)} "
+            f"node(s), {self.driver_node_pieces} of them on the driver's node"
+        )
 
 
 @contextlib.contextmanager
 def ray_run(
-    config: ExtractConfig, extractor: Extractor, writer: StoreWriter, current: FeatureStore, *, connect: bool
+    config: ExtractConfig,
+    extractor: Extractor,
+    writer: StoreWriter,
+    current: FeatureStore,
+    times: StageTimes,
+    progress: Progress,
+    *,
+    connect: bool,
 ) -> Iterator[RayRun]:
     """A `RayRun`, connected to its cluster when there is work (and that cluster stopped after,
     if this run started it)."""
-    run = RayRun(config, extractor, writer, current)
+    run = RayRun(config, extractor, writer, current, times, progress)
     try:
         if connect:
             run.start()
         yield run
+        if run.seen_pieces:
+            print(run.placement(), file=sys.stderr)
     finally:
         run.close()
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from featurestore import exitcodes
 from featurestore.extract import run_extract
 from featurestore.extract_config import ExtractConfig
 from featurestore.lock import store_lock
@@ -236,7 +237,7 @@ def test_a_second_writer_is_refused_before_ray_starts(tmp_path: Path) -> None:
     with store_lock(store):
         started = time.monotonic()
         result = subprocess.run(extract_command(source, store), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == exitcodes.REFUSED
     assert f"another extract is writing to this store (pid {os.getpid()})" in result.stderr
     assert "Traceback" not in result.stderr and "Ray cluster" not in result.stderr
     assert time.monotonic() - started < 60
