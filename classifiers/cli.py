@@ -233,7 +233,7 @@ def extract(
             drift=drift or fail_on_drift is not None,
             metrics_file=metrics_file,
         )
-        outcome = recorded_extract(config, run_options)
+        outcome = recorded_extract(config, run_options, engine=config.engine)
     click.echo(outcome.line)
     if outcome.drift is not None:
         click.echo(outcome.drift.line())
@@ -561,6 +561,19 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
     type=click.Choice(FEATURE_MODES),
     default=None,
     help="Feature transform for every classifier that takes one (default: each its own).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=default(BenchConfig, "engine"),
+    show_default=True,
+    help="local: this machine's cores; ray: the cells as tasks on a Ray cluster.",
+)
+@click.option(
+    "--ray-address",
+    default=default(BenchConfig, "ray_address"),
+    metavar="ADDR",
+    help="Ray cluster to join (HOST:PORT, auto, ray://...); default: $RAY_ADDRESS, else a local one.",
 )
 def bench(
     store: Path,

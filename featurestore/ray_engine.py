@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -54,15 +55,25 @@ from featurestore.writer import Row, StoreWriter
 
 #: Environment of the cluster's workers: TensorFlow's start-up lines stay out of the driver's log.
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
-#: Rows per piece written by a worker, at most (a wave is one or more pieces).
-MAX_PIECE_ROWS = 1024
+#: Passed on to the workers when the driver has them: HDF5's own file locks are off on network
+#: file systems without lock support (docs/scaling.md); the store's writer lock is ours.
+PASSED_ON = ("HDF5_USE_FILE_LOCKING",)
+
+
+def worker_env() -> dict[str, str]:
+    return {**WORKER_ENV, **{name: os.environ[name] for name in PASSED_ON if name in os.environ}}
+
+
+#: Batches per piece written by a worker, at most (a wave is one or more pieces): pieces large
+#: enough for long sequential reads, small enough that rows come back to the driver steadily.
+PIECE_BATCHES = 8
 
 
 class RayEngineError(FeaturestoreError):
     """The Ray cluster cannot be reached, or failed the run (finished work is committed)."""
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
     try:
         import ray
         import ray.data
@@ -97,14 +108,14 @@ class Cluster:
 def connect(address: str | None) -> Cluster:
     """Join the cluster at `address` ("auto", "ray://...", host:port), the one this process is
     already connected to, or (no address, no RAY_ADDRESS) start a local one for this run."""
-    ray = _import_ray()
+    ray = import_ray()
     started = time.perf_counter()
     started_here = False
     if not ray.is_initialized():
         try:
             ray.init(
                 address=address,
-                runtime_env={"env_vars": WORKER_ENV},
+                runtime_env={"env_vars": worker_env()},
                 logging_level=logging.WARNING,
                 configure_logging=True,
             )
@@ -159,6 +170,7 @@ class RayRun:
         self.model_seconds = 0.0
         self.wave_pieces: list[PieceInfo] = []
         self.wave_relpaths: list[str] = []
+        self.wave_set: set[str] = set()
         self.reused: list[Row] = []
         self.seen_pieces: set[str] = set()
         self.committed: set[str] = set()  # relpaths committed by this run
@@ -166,15 +178,18 @@ class RayRun:
         self.progress = progress
         self.write_nodes: set[str] = set()
         self.driver_node_pieces = 0
+        self.driver_node = ""
         self.last_commit = time.monotonic()
         self.cluster: Cluster | None = None
         self._versions_recorded = False
-        self.started = time.perf_counter()
+        self.started = time.time()  # wall clock, as the actors report when they were ready
+        self.ready_at: float | None = None
 
     # -- the run -------------------------------------------------------------------------
     def start(self) -> None:
         """Connect before the signal handlers go in: `ray.init` installs its own for SIGTERM."""
         self.cluster = connect(self.config.ray_address)
+        self.driver_node = import_ray().get_runtime_context().get_node_id()
         print(self.cluster.line(), file=sys.stderr)
 
     def process(self, tasks: list[Task], stop: StopOnSignal) -> None:
@@ -188,10 +203,8 @@ class RayRun:
         batches = self._results(tasks)
         try:
             for batch in batches:
-                if not done:  # connecting, actors starting (TensorFlow, the model), a first batch
-                    self.times.add("startup", time.perf_counter() - self.started)
-                for i in range(len(batch["index"])):
-                    self._take(batch, i, by_index[int(batch["index"][i])])
+                with self.times.timed("driver", len(batch["index"])):  # its work per row
+                    self._take(batch, [by_index[int(i)] for i in batch["index"]])
                 done += len(batch["index"])
                 progress.update(done, len(self.failures))
                 self.flush()
@@ -202,21 +215,23 @@ class RayRun:
                 return
             if isinstance(exc, FeaturestoreError):
                 raise
-            ray = _import_ray()
+            ray = import_ray()
             if isinstance(exc, ray.exceptions.RayError):
                 raise RayEngineError(f"Ray failed the run: {_first_line(exc)}") from exc
             raise
         finally:
             getattr(batches, "close", lambda: None)()  # stops the stream's execution
+            if self.ready_at is not None:
+                self.times.add("startup", max(0.0, self.ready_at - self.started))
             progress.close()
 
     def _results(self, tasks: list[Task]) -> Iterator[dict[str, np.ndarray]]:
         """The dataset of the tasks, executed as a stream; batches of rows as they finish."""
-        ray = _import_ray()
+        ray = import_ray()
         assert self.cluster is not None
         fingerprint = self.extractor.fingerprint
         size = self.config.batch_size
-        piece_rows = min(self.config.commit_every, MAX_PIECE_ROWS)
+        piece_rows = min(self.config.commit_every, PIECE_BATCHES * size)
         items = [
             {
                 "index": i,
@@ -242,7 +257,7 @@ class RayRun:
                 ModelStage,
                 batch_size=size,
                 fn_constructor_args=(extractor_settings(self.extractor), fingerprint),
-                runtime_env={"env_vars": WORKER_ENV},
+                runtime_env={"env_vars": worker_env()},
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                 num_gpus=1 if gpus else 0,
                 num_cpus=1,
@@ -258,48 +273,62 @@ class RayRun:
                     "fractions": self.config.split_fractions,
                 },
                 num_cpus=0.5,
+                runtime_env={"env_vars": worker_env()},
             )
         )
         return iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0))
 
-    def _take(self, batch: dict[str, np.ndarray], i: int, task: Task) -> None:
-        """One row back from the cluster: a failure, a reuse, or a row in a written piece."""
-        relpath = task.image.relpath
-        self.times.add("decode", float(batch["decode_seconds"][i]), 1)
-        error = str(batch["error"][i])
-        if error:
-            self.failures[relpath] = {
-                "reason": error,
-                "size": int(batch["size"][i]),
-                "mtime_ns": int(batch["mtime_ns"][i]),
-            }
-            print(f"skipped {task.image.path}: {error}", file=sys.stderr)
-            return
-        if relpath in self.committed or relpath in self.wave_relpaths:
-            raise RayEngineError(f"{relpath}: came back twice from the cluster")  # never commit twice
-        image_id = str(batch["image_id"][i])
-        if not batch["has_pixels"][i]:
-            self._reuse(task, image_id, int(batch["size"][i]), int(batch["mtime_ns"][i]))
-            return
-        self.computed += 1
-        self.model_seconds += float(batch["model_seconds"][i])
-        self.times.add("model", float(batch["model_seconds"][i]), 1)
-        self.times.add("write", float(batch["write_seconds"][i]), 1)
-        self.wave_relpaths.append(relpath)
-        piece = str(batch["piece"][i])
-        if piece not in self.seen_pieces:
-            self.seen_pieces.add(piece)
-            self.wave_pieces.append(
-                PieceInfo(
-                    file=piece,
-                    rows=int(batch["piece_rows"][i]),
-                    sha256=str(batch["piece_sha256"][i]),
-                    generation=0,
+    def _note_ready(self, ready_at: np.ndarray) -> None:
+        """Start-up: from connecting to the first model actor ready to run a batch (Ray, the
+        actors' TensorFlow and model); the part of a run that does not grow with its images."""
+        first = float(ready_at[ready_at > 0].min()) if (ready_at > 0).any() else None
+        if first is not None and (self.ready_at is None or first < self.ready_at):
+            self.ready_at = first
+
+    def _take(self, batch: dict[str, np.ndarray], tasks: list[Task]) -> None:
+        """Rows back from the cluster: failures, reuses, and rows in written pieces. Timings are
+        summed per batch: the driver's work per row is what limits a large cluster."""
+        self._note_ready(batch["model_ready_at"])
+        computed = batch["has_pixels"] & (batch["error"] == "")
+        self.times.add("decode", float(batch["decode_seconds"].sum()), len(tasks))
+        if computed.any():
+            model_seconds = float(batch["model_seconds"][computed].sum())
+            self.model_seconds += model_seconds
+            self.computed += int(computed.sum())
+            self.times.add("model", model_seconds, int(computed.sum()))
+            self.times.add("write", float(batch["write_seconds"][computed].sum()), int(computed.sum()))
+        for i, task in enumerate(tasks):
+            relpath = task.image.relpath
+            error = str(batch["error"][i])
+            if error:
+                self.failures[relpath] = {
+                    "reason": error,
+                    "size": int(batch["size"][i]),
+                    "mtime_ns": int(batch["mtime_ns"][i]),
+                }
+                print(f"skipped {task.image.path}: {error}", file=sys.stderr)
+                continue
+            if relpath in self.committed or relpath in self.wave_set:
+                raise RayEngineError(f"{relpath}: came back twice from the cluster")  # never commit twice
+            self.wave_set.add(relpath)
+            self.wave_relpaths.append(relpath)
+            if not computed[i]:
+                self._reuse(task, str(batch["image_id"][i]), int(batch["size"][i]), int(batch["mtime_ns"][i]))
+                continue
+            piece = str(batch["piece"][i])
+            if piece not in self.seen_pieces:
+                self.seen_pieces.add(piece)
+                self.wave_pieces.append(
+                    PieceInfo(
+                        file=piece,
+                        rows=int(batch["piece_rows"][i]),
+                        sha256=str(batch["piece_sha256"][i]),
+                        generation=0,
+                    )
                 )
-            )
-            node = str(batch["node"][i])
-            self.write_nodes.add(node)
-            self.driver_node_pieces += node == _driver_node()
+                node = str(batch["node"][i])
+                self.write_nodes.add(node)
+                self.driver_node_pieces += node == self.driver_node
 
     def _reuse(self, task: Task, image_id: str, size: int, mtime_ns: int) -> None:
         """Content already in the store (a rename, a copy, a touch): its maps, a new row."""
@@ -318,7 +347,6 @@ class RayRun:
                 maps=maps,
             )
         )
-        self.wave_relpaths.append(task.image.relpath)
 
     # -- commits -------------------------------------------------------------------------
     def flush(
@@ -358,6 +386,7 @@ class RayRun:
             self.known_ids.update(row.image_id for row in self.reused)
             self.times.add("commit", time.perf_counter() - started, rows)
         self.wave_pieces, self.wave_relpaths, self.reused = [], [], []
+        self.wave_set = set()
         self.last_commit = time.monotonic()
         if force:
             self._remove_uncommitted()
@@ -377,7 +406,7 @@ class RayRun:
     def close(self) -> None:
         """Stop the cluster if this run started it."""
         if self.cluster is not None and self.cluster.started_here:
-            _import_ray().shutdown()
+            import_ray().shutdown()
 
     def placement(self) -> str:
         """Where the pieces were written: the store must be shared when that is not here."""
@@ -411,13 +440,9 @@ def ray_run(
         run.close()
 
 
-def _driver_node() -> str:
-    return _import_ray().get_runtime_context().get_node_id()
-
-
 def _decode_with_ref(
     batch: dict[str, np.ndarray], *, input_size: int, known: list[Any]
 ) -> dict[str, np.ndarray]:
     """`decode_batch` with the known ids fetched from the object store (zero-copy on a node)."""
-    ray = _import_ray()
+    ray = import_ray()
     return decode_batch(batch, input_size=input_size, known=ray.get(known[0]))

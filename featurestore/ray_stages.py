@@ -128,9 +128,13 @@ class ModelStage:
         size = self.extractor.input_size
         blank = self.extractor.embed(np.zeros((1, size, size, 3), np.float32))
         self.blank = {name: np.zeros_like(maps[0]) for name, maps in blank.items()}
+        self.first_call = True
 
     def __call__(self, batch: Batch) -> Batch:
         started = time.perf_counter()
+        # when this actor was ready (wall clock: the driver compares it with its own start)
+        ready = time.time() if self.first_call else 0.0
+        self.first_call = False
         pixels = batch.pop("pixels")
         rows = np.flatnonzero(batch["has_pixels"])
         n = len(pixels)
@@ -141,6 +145,7 @@ class ModelStage:
             for name, maps in self.extractor.embed(pixels[rows]).items():
                 out[MAPS + name][rows] = maps
         out["model_seconds"] = np.full(n, (time.perf_counter() - started) / max(n, 1))
+        out["model_ready_at"] = np.full(n, ready)
         return out
 
 

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,7 @@ if not os.environ.get("CI"):  # CI installs the ray extra: a missing Ray fails t
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ray's token authentication reads one token file per user; these throwaway nodes do without it.
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-NODE = ["--block", "--include-dashboard=false", "--object-store-memory=100000000", "--disable-usage-stats"]
+NODE = ["--block", "--object-store-memory=100000000", "--disable-usage-stats"]
 
 
 def free_port() -> int:
@@ -48,11 +47,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wait_for_nodes(address: str, count: int, timeout: float = 180) -> None:
+def wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
     code = (
-        "import sys, time, ray\n"
-        f"ray.init(address={address!r}, logging_level='ERROR')\n"
+        "import time, ray\n"
         f"deadline = time.monotonic() + {timeout}\n"
+        "while True:\n"
+        "    try:\n"
+        f"        ray.init(address={address!r}, logging_level='ERROR')\n"
+        "        break\n"
+        "    except Exception:\n"  # the head is not listening yet
+        "        assert time.monotonic() < deadline\n"
+        "        time.sleep(1)\n"
         f"while sum(n['Alive'] for n in ray.nodes()) < {count}:\n"
         "    assert time.monotonic() < deadline, ray.nodes()\n"
         "    time.sleep(0.5)\n"
@@ -68,14 +73,14 @@ def two_nodes(tmp_path: Path) -> Iterator[str]:
     logs = tmp_path / "ray-logs"
     logs.mkdir()
     head = subprocess.Popen(
-        [RAY, "start", "--head", f"--port={port}", "--num-cpus=0", *NODE],
+        [RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false", *NODE],
         env=ENV,
         stdout=open(logs / "head.log", "wb"),  # noqa: SIM115 (the process owns it)
         stderr=subprocess.STDOUT,
     )
     worker = None
     try:
-        time.sleep(3)
+        wait_for_nodes(address, 1)
         worker = subprocess.Popen(
             [RAY, "start", f"--address={address}", "--num-cpus=2", *NODE],
             env=ENV,
@@ -83,6 +88,7 @@ def two_nodes(tmp_path: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
         wait_for_nodes(address, 2)
+        assert worker.poll() is None, (logs / "worker.log").read_text()
         yield address
     finally:
         if worker is not None:
