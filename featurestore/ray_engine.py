@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -37,6 +38,7 @@ import numpy as np
 from featurestore.errors import FeaturestoreError
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
+from featurestore.fingerprint import Fingerprint
 from featurestore.format import PIECES, PieceInfo, read_manifest
 from featurestore.plan import Task
 from featurestore.progress import Progress
@@ -163,6 +165,8 @@ class RayRun:
         self.writer = writer
         self.current = current
         self.live_ids = {row["paths"]: row["ids"] for row in current.live_rows()}
+        self.recorded = recorded_fingerprint(writer, current)
+        self.versions: tuple[tuple[str, str], ...] | None = None  # of the model actors
         self.known_ids = set(self.live_ids.values())
         self.failures: dict[str, dict[str, Any]] = {}
         self.computed = 0
@@ -216,6 +220,9 @@ class RayRun:
             if isinstance(exc, FeaturestoreError):
                 raise
             ray = import_ray()
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, FeaturestoreError):  # raised on a worker: its one line, its exit code
+                raise cause from None
             if isinstance(exc, ray.exceptions.RayError):
                 raise RayEngineError(f"Ray failed the run: {_first_line(exc)}") from exc
             raise
@@ -250,13 +257,22 @@ class RayRun:
             .map_batches(
                 _decode_with_ref,
                 batch_size=size,
-                fn_kwargs={"input_size": self.config.input_size, "known": [known]},
+                fn_kwargs={
+                    "input_size": self.config.input_size,
+                    "decoder": self.extractor.decoder,
+                    "known": [known],
+                },
                 num_cpus=1,
             )
             .map_batches(
                 ModelStage,
                 batch_size=size,
-                fn_constructor_args=(extractor_settings(self.extractor), fingerprint),
+                fn_constructor_args=(
+                    extractor_settings(self.extractor),
+                    fingerprint,
+                    str(self.writer.path.resolve()),
+                    self.recorded,
+                ),
                 runtime_env={"env_vars": worker_env()},
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                 num_gpus=1 if gpus else 0,
@@ -278,6 +294,12 @@ class RayRun:
         )
         return iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0))
 
+    def _note_versions(self, versions: np.ndarray) -> None:
+        if self.versions is None:
+            reported = [v for v in versions if v]
+            if reported:
+                self.versions = tuple(tuple(pair) for pair in json.loads(reported[0]))
+
     def _note_ready(self, ready_at: np.ndarray) -> None:
         """Start-up: from connecting to the first model actor ready to run a batch (Ray, the
         actors' TensorFlow and model); the part of a run that does not grow with its images."""
@@ -289,6 +311,7 @@ class RayRun:
         """Rows back from the cluster: failures, reuses, and rows in written pieces. Timings are
         summed per batch: the driver's work per row is what limits a large cluster."""
         self._note_ready(batch["model_ready_at"])
+        self._note_versions(batch["versions"])
         computed = batch["has_pixels"] & (batch["error"] == "")
         self.times.add("decode", float(batch["decode_seconds"].sum()), len(tasks))
         if computed.any():
@@ -370,11 +393,11 @@ class RayRun:
         all_failures = {**self.failures, **(failures or {})}
         stale = [k for k in recorded if k not in all_failures] if force else []
         if rows or deleted or stale or all_failures.keys() - recorded.keys():
-            if self.wave_pieces and not self._versions_recorded:
-                # record the library versions that computed these rows, as the local engine does
-                writer.manifest = dataclasses.replace(
-                    writer.manifest, fingerprint=self.extractor.with_library_versions()
-                )
+            if self.wave_pieces and not self._versions_recorded and self.versions is not None:
+                # the libraries and device kind of the actors that computed these rows, as the
+                # local engine records its own
+                fingerprint = dataclasses.replace(self.extractor.fingerprint, library_versions=self.versions)
+                writer.manifest = dataclasses.replace(writer.manifest, fingerprint=fingerprint)
                 self._versions_recorded = True
             pieces = list(self.wave_pieces)
             if self.reused:
@@ -416,6 +439,18 @@ class RayRun:
         )
 
 
+def recorded_fingerprint(writer: StoreWriter, current: FeatureStore) -> Fingerprint | None:
+    """The committed fingerprint of the rows the store holds (None when it holds none); commits
+    that compute nothing keep its provenance (as the local pipeline does)."""
+    if not len(current):
+        return None
+    recorded = read_manifest(writer.path).fingerprint
+    assert writer.manifest is not None
+    fingerprint = dataclasses.replace(writer.manifest.fingerprint, library_versions=recorded.library_versions)
+    writer.manifest = dataclasses.replace(writer.manifest, fingerprint=fingerprint)
+    return recorded
+
+
 @contextlib.contextmanager
 def ray_run(
     config: ExtractConfig,
@@ -441,8 +476,8 @@ def ray_run(
 
 
 def _decode_with_ref(
-    batch: dict[str, np.ndarray], *, input_size: int, known: list[Any]
+    batch: dict[str, np.ndarray], *, input_size: int, decoder: str, known: list[Any]
 ) -> dict[str, np.ndarray]:
     """`decode_batch` with the known ids fetched from the object store (zero-copy on a node)."""
     ray = import_ray()
-    return decode_batch(batch, input_size=input_size, known=ray.get(known[0]))
+    return decode_batch(batch, input_size=input_size, decoder=decoder, known=ray.get(known[0]))

@@ -12,7 +12,8 @@ is that stage's worker-seconds for them.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import json
 import os
 import socket
 import time
@@ -21,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.compute import check_compute
+from featurestore.decoding import decode_file
 from featurestore.errors import FeaturestoreError
 from featurestore.extractor import Extractor
 from featurestore.fingerprint import Fingerprint
 from featurestore.format import TMP
-from featurestore.images import ImageError, load_image
 from featurestore.quiet import quiet_tensorflow
 from featurestore.splits import SplitFractions, split_of
 from featurestore.writer import Row, write_piece
@@ -51,33 +53,37 @@ def _is_known(image_id: str, known: np.ndarray) -> bool:
     return at < len(known) and known[at] == key
 
 
-def decode_batch(batch: Batch, *, input_size: int, known: np.ndarray) -> Batch:
-    """Stat, hash, and decode each file unless its content (or its path's live content) is known.
+@dataclasses.dataclass(frozen=True)
+class _Known:
+    """Ids whose maps the driver already has: the store's (sorted), and the path's live id."""
 
-    The same steps and the same `load_image` as the local pipeline's decode workers; a file that
-    cannot be read or decoded gets its one-line reason in `error`.
-    """
+    ids: np.ndarray
+    current: str
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id == self.current or (isinstance(image_id, str) and _is_known(image_id, self.ids))
+
+
+def decode_batch(batch: Batch, *, input_size: int, decoder: str, known: np.ndarray) -> Batch:
+    """Read each file once, hash it, and decode the same bytes unless its content (or its path's
+    live content) is known: `decode_file`, as the local pipeline's decode workers call it. A file
+    that cannot be read or decoded gets its one-line reason in `error`."""
     n = len(batch["path"])
     ids, sizes, mtimes, errors = [""] * n, np.zeros(n, np.int64), np.zeros(n, np.int64), [""] * n
-    pixels = np.zeros((n, input_size, input_size, 3), np.float32)
+    pixels = np.zeros((n, input_size, input_size, 3), np.uint8)
     has_pixels = np.zeros(n, bool)
     started = time.perf_counter()
     for i, (path, current) in enumerate(zip(batch["path"], batch["current"], strict=True)):
-        try:
-            stat = os.stat(path)
-            with open(path, "rb") as f:
-                ids[i] = hashlib.file_digest(f, "sha256").hexdigest()
-        except OSError as exc:
-            errors[i] = f"cannot read file ({exc.strerror or exc})"
-            continue
-        sizes[i], mtimes[i] = stat.st_size, stat.st_mtime_ns
-        if ids[i] == current or _is_known(ids[i], known):
-            continue  # the driver reuses the maps already in the store
-        try:
-            pixels[i] = load_image(path, input_size)
+        result = decode_file(path, input_size, decoder=decoder, skip_ids=_Known(known, str(current)))
+        ids[i], sizes[i], mtimes[i], errors[i] = (
+            result.image_id,
+            result.size,
+            result.mtime_ns,
+            result.error or "",
+        )
+        if result.pixels is not None and result.error is None:
+            pixels[i] = result.pixels
             has_pixels[i] = True
-        except ImageError as exc:
-            errors[i] = str(exc)
     seconds = (time.perf_counter() - started) / max(n, 1)
     return {
         **batch,
@@ -105,6 +111,7 @@ def extractor_settings(extractor: Extractor) -> dict[str, Any]:
         "dtype": extractor.dtype,
         "precision": extractor.precision,
         "flip_views": extractor.flip_views,
+        "decoder": extractor.decoder,
         "batch_size": extractor.batch_size,
         "seed": extractor.seed,
     }
@@ -114,8 +121,16 @@ class ModelStage:
     """One model per actor: embeds the batch's decoded rows in the extractor's fixed padded batch
     shapes, so every image's maps are bit-identical to the local engine's."""
 
-    def __init__(self, settings: dict[str, Any], fingerprint: Fingerprint) -> None:
+    def __init__(
+        self, settings: dict[str, Any], fingerprint: Fingerprint, store: str, recorded: Fingerprint | None
+    ) -> None:
         quiet_tensorflow()  # as the CLI does: no start-up lines from every actor
+        # Ray sets OMP_NUM_THREADS to the actor's num_cpus (1): the model would then run on one
+        # core of the node, where the local engine uses all of them (measured: half the rate).
+        os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
+        # where the model runs: its precision must be native here, its backend and device kind
+        # those of the store's rows (the local pipeline checks the same before its first batch)
+        check_compute(store, fingerprint, recorded)
         self.extractor = Extractor(**settings)
         differences = self.extractor.fingerprint.differences(fingerprint)
         if differences:  # another node with other weights or libraries would write other maps
@@ -129,6 +144,8 @@ class ModelStage:
         blank = self.extractor.embed(np.zeros((1, size, size, 3), np.float32))
         self.blank = {name: np.zeros_like(maps[0]) for name, maps in blank.items()}
         self.first_call = True
+        # provenance of the maps: this actor's libraries and device, for the manifest
+        self.versions = json.dumps(self.extractor.with_library_versions().library_versions)
 
     def __call__(self, batch: Batch) -> Batch:
         started = time.perf_counter()
@@ -142,10 +159,12 @@ class ModelStage:
         for name, blank in self.blank.items():
             out[MAPS + name] = np.broadcast_to(blank, (n, *blank.shape)).copy()
         if len(rows):
-            for name, maps in self.extractor.embed(pixels[rows]).items():
+            # uint8 pixels become the model's float32 input here, as in the local pipeline
+            for name, maps in self.extractor.embed(pixels[rows].astype(np.float32)).items():
                 out[MAPS + name][rows] = maps
         out["model_seconds"] = np.full(n, (time.perf_counter() - started) / max(n, 1))
         out["model_ready_at"] = np.full(n, ready)
+        out["versions"] = np.array([self.versions if ready else ""] * n, dtype=object)
         return out
 
 

@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--weights", default="imagenet")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", default="float32", help="the same for both engines")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray cluster")
     args = parser.parse_args()
 
@@ -57,9 +58,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         source = Path(tmp) / "photos"
         n = len(copy_photos(source, args.per_class))
-        common = {"source": source, "weights": weights, "batch_size": args.batch_size, "progress": False}
-
-        extractor = Extractor(weights=weights, batch_size=args.batch_size)
+        common = {
+            "source": source,
+            "weights": weights,
+            "batch_size": args.batch_size,
+            "precision": args.precision,
+            "progress": False,
+        }
+        extractor = Extractor(weights=weights, batch_size=args.batch_size, precision=args.precision)
         extractor.embed(np.zeros((1, 150, 150, 3), np.float32))  # build and trace: not timed
         local = run_extract(ExtractConfig(store=Path(tmp) / "local", **common), extractor)
 
