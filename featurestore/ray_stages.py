@@ -13,6 +13,7 @@ is that stage's worker-seconds for them.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import socket
@@ -40,6 +41,18 @@ MAPS = "maps:"
 
 class StoreNotShared(FeaturestoreError):
     """A Ray worker cannot see the store's folder: it is not on storage shared by every node."""
+
+
+def to_bytes(array: np.ndarray) -> bytes:
+    """An array as self-describing bytes (.npy): a plain binary column between the stages, so
+    that no row depends on how Ray slices and joins tensor columns into batches."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def known_ids_array(ids: set[str]) -> np.ndarray:
@@ -70,7 +83,7 @@ def decode_batch(batch: Batch, *, input_size: int, decoder: str, known: np.ndarr
     that cannot be read or decoded gets its one-line reason in `error`."""
     n = len(batch["path"])
     ids, sizes, mtimes, errors = [""] * n, np.zeros(n, np.int64), np.zeros(n, np.int64), [""] * n
-    pixels = np.zeros((n, input_size, input_size, 3), np.uint8)
+    pixels: list[bytes] = [b""] * n
     has_pixels = np.zeros(n, bool)
     started = time.perf_counter()
     for i, (path, current) in enumerate(zip(batch["path"], batch["current"], strict=True)):
@@ -82,7 +95,7 @@ def decode_batch(batch: Batch, *, input_size: int, decoder: str, known: np.ndarr
             result.error or "",
         )
         if result.pixels is not None and result.error is None:
-            pixels[i] = result.pixels
+            pixels[i] = to_bytes(result.pixels)
             has_pixels[i] = True
     seconds = (time.perf_counter() - started) / max(n, 1)
     return {
@@ -92,7 +105,7 @@ def decode_batch(batch: Batch, *, input_size: int, decoder: str, known: np.ndarr
         "mtime_ns": mtimes,
         "error": np.array(errors, dtype=object),
         "has_pixels": has_pixels,
-        "pixels": pixels,
+        "pixels": np.array(pixels, dtype=object),
         "decode_seconds": np.full(n, seconds),
     }
 
@@ -156,12 +169,15 @@ class ModelStage:
         rows = np.flatnonzero(batch["has_pixels"])
         n = len(pixels)
         out: Batch = dict(batch)
-        for name, blank in self.blank.items():
-            out[MAPS + name] = np.broadcast_to(blank, (n, *blank.shape)).copy()
+        columns = {name: [b""] * n for name in self.blank}
         if len(rows):
             # uint8 pixels become the model's float32 input here, as in the local pipeline
-            for name, maps in self.extractor.embed(pixels[rows].astype(np.float32)).items():
-                out[MAPS + name][rows] = maps
+            images = np.stack([from_bytes(pixels[i]) for i in rows]).astype(np.float32)
+            for name, maps in self.extractor.embed(images).items():
+                for j, i in enumerate(rows):
+                    columns[name][i] = to_bytes(maps[j])
+        for name, column in columns.items():
+            out[MAPS + name] = np.array(column, dtype=object)
         out["model_seconds"] = np.full(n, (time.perf_counter() - started) / max(n, 1))
         out["model_ready_at"] = np.full(n, ready)
         out["versions"] = np.array([self.versions if ready else ""] * n, dtype=object)
@@ -187,6 +203,7 @@ def write_batch(batch: Batch, *, store: str, fingerprint: Fingerprint, fractions
     computed = np.flatnonzero(batch["has_pixels"])
     n = len(batch["has_pixels"])
     piece, piece_rows, piece_sha = "", 0, ""
+    map_columns = [name for name in batch if name.startswith(MAPS)]
     if len(computed):
         rows = [
             Row(
@@ -196,7 +213,7 @@ def write_batch(batch: Batch, *, store: str, fingerprint: Fingerprint, fractions
                 split=split_of(str(batch["image_id"][i]), fractions),
                 size=int(batch["size"][i]),
                 mtime_ns=int(batch["mtime_ns"][i]),
-                maps={name[len(MAPS) :]: batch[name][i] for name in batch if name.startswith(MAPS)},
+                maps={name[len(MAPS) :]: from_bytes(batch[name][i]) for name in map_columns},
             )
             for i in computed
         ]

@@ -77,8 +77,18 @@ def main() -> None:
 
         a, b = open_store(Path(tmp) / "local").load(), open_store(Path(tmp) / "ray").load()
         by_path = dict(zip(a.paths, a.features, strict=True))
-        identical = sorted(a.paths) == sorted(b.paths) and all(
-            np.array_equal(by_path[p], f) for p, f in zip(b.paths, b.features, strict=True)
+        same_rows = sorted(a.paths) == sorted(b.paths)
+        differ = [
+            p for p, f in zip(b.paths, b.features, strict=True) if not np.array_equal(by_path.get(p), f)
+        ]
+        identical = same_rows and not differ
+        worst = max(
+            (
+                float(np.abs(by_path[p] - f).max())
+                for p, f in zip(b.paths, b.features, strict=True)
+                if p in by_path
+            ),
+            default=0.0,
         )
 
     startup = on_ray.stages["startup"]["seconds"]
@@ -92,7 +102,10 @@ def main() -> None:
     print(f"local Ray cluster start (ray.init): {cluster_seconds:.1f} s, not in the Ray run's wall time")
     print(f"steady throughput ratio ray/local: {ray_rate / local_rate:.2f} (goal >= 0.85)")
     print(f"end-to-end ratio (start-up included): {local.seconds / on_ray.seconds:.2f}")
-    print(f"features identical: {identical}")
+    print(
+        f"features identical: {identical} (rows {len(a.paths)} local, {len(b.paths)} ray; "
+        f"{len(differ)} differ, largest difference {worst:.3g})"
+    )
     print(f"load average after: {os.getloadavg()}")
 
 
