@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
@@ -27,10 +28,12 @@ from featurestore.writer import StoreWriter
 
 
 class ExtractInterrupted(JobInterrupted):
-    """Stopped by a signal after committing the finished work."""
+    """Stopped by a signal after committing the finished work; `record_fields` are the run
+    record's counts and stages of what was done (featurestore.runs)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, record_fields: dict[str, Any] | None = None) -> None:
         super().__init__(signum, "finished work is committed")
+        self.record_fields = record_fields or {}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,7 +115,9 @@ def _extract_locked(
             finally:
                 run.flush(deleted=plan.deleted, failures=skipped, force=True)
             if stop.signum:
-                raise ExtractInterrupted(stop.signum)
+                times.add("total", time.perf_counter() - started, run.computed)
+                done = {"computed": run.computed, "failed": len(run.failures)}
+                raise ExtractInterrupted(stop.signum, {"counts": done, "stages": times.to_dict()})
     seconds = time.perf_counter() - started
     times.add("total", seconds, run.computed)
     return ExtractSummary(
