@@ -12,6 +12,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from featurestore.compact import maybe_compact
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
@@ -98,6 +99,7 @@ def _extract_locked(
                 run.flush(deleted=plan.deleted, failures=skipped, force=True)
             if stop.signum:
                 raise ExtractInterrupted(stop.signum)
+        maybe_compact(writer)  # past its thresholds (see `featurestore info`)
     seconds = time.perf_counter() - started
     return ExtractSummary(
         discovered=len(source.images) + len(source.skipped),
