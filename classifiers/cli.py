@@ -148,6 +148,11 @@ def main() -> None:
 @click.option("--rebuild", is_flag=True, help="Recompute everything if the settings changed.")
 @click.option("--rehash", is_flag=True, help="Hash every file instead of trusting size and mtime.")
 @click.option(
+    "--repair",
+    is_flag=True,
+    help="Check every piece's checksum first; recompute the rows of damaged or missing pieces.",
+)
+@click.option(
     "--commit-every",
     type=click.IntRange(min=1),
     default=default(ExtractConfig, "commit_every"),

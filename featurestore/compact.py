@@ -19,7 +19,7 @@ import numpy as np
 from featurestore.format import PieceInfo, StoreError, map_datasets
 from featurestore.index import Rows, concat_rows, read_piece_rows, write_index
 from featurestore.store import FeatureStore
-from featurestore.writer import DEFAULT_RETAIN_SECONDS, Row, StoreWriter
+from featurestore.writer import DEFAULT_RETAIN_SECONDS, PieceColumns, StoreWriter
 
 TARGET_PIECE_BYTES = 128 * 2**20  # maps per compacted piece: long sequential reads, bounded memory
 MIN_PIECE_ROWS, MAX_PIECE_ROWS = 512, 65536
@@ -111,17 +111,19 @@ def compact_writer(writer: StoreWriter) -> CompactSummary:
     target = target_rows(store)
     chosen = _chosen(store, target)
     written: list[PieceInfo] = []
-    pending: list[Row] = []
+    pending: list[PieceColumns] = []
     live_rows = 0
     for piece in chosen:
-        for row in _live_rows_of(store, piece):
-            pending.append(row)
-            live_rows += 1
-            if len(pending) >= target:
-                written.append(writer.write_piece(pending))
-                pending = []
+        part = _live_columns_of(store, piece)
+        if part is None:
+            continue
+        pending.append(part)
+        live_rows += len(part)
+        if sum(len(p) for p in pending) >= target:
+            written.append(writer.write_piece_columns(_joined(pending)))
+            pending = []
     if pending:
-        written.append(writer.write_piece(pending))
+        written.append(writer.write_piece_columns(_joined(pending)))
     dropped = sum(manifest.pieces[i].rows for i in chosen) - live_rows
     generation = manifest.generation + 1
     replaced = set(chosen)
@@ -181,14 +183,13 @@ def _index_after(
     return rows, live
 
 
-def _live_rows_of(store: FeatureStore, piece: int) -> list[Row]:
+def _live_columns_of(store: FeatureStore, piece: int) -> PieceColumns | None:
     """The live rows of one piece with their maps, read in one go per dataset."""
     info = store.manifest.pieces[piece]
     lo = int(np.searchsorted(store.rows.piece, piece))
-    live = store.live[lo : lo + info.rows]
-    at = np.flatnonzero(live)
+    at = np.flatnonzero(store.live[lo : lo + info.rows])
     if not len(at):
-        return []
+        return None
     path = store.path / info.file
     try:
         with h5py.File(path, "r") as f:
@@ -198,31 +199,30 @@ def _live_rows_of(store: FeatureStore, piece: int) -> list[Row]:
             f"{path}: cannot be read, the piece is damaged ({exc}); "
             "run `featurestore extract --repair` first to recompute its rows"
         ) from None
-    rows = store.rows
-    global_at = lo + at
-    labels = rows.label_strings(global_at).tolist()
-    return [
-        Row(
-            relpath=relpath,
-            image_id=image_id,
-            label=label or None,
-            split=split,
-            size=size,
-            mtime_ns=mtime_ns,
-            maps={name: values[k] for name, values in maps.items()},
-        )
-        for k, (relpath, image_id, label, split, size, mtime_ns) in enumerate(
-            zip(
-                rows.paths[global_at].tolist(),
-                rows.ids_hex(global_at),
-                labels,
-                rows.split_strings(global_at).tolist(),
-                rows.sizes[global_at].tolist(),
-                rows.mtime_ns[global_at].tolist(),
-                strict=True,
-            )
-        )
-    ]
+    rows, chosen = store.rows, lo + at
+    return PieceColumns(
+        ids=rows.ids_hex(chosen),
+        paths=rows.paths[chosen].tolist(),
+        labels=rows.label_strings(chosen).tolist(),
+        splits=rows.split_strings(chosen).tolist(),
+        sizes=rows.sizes[chosen],
+        mtime_ns=rows.mtime_ns[chosen],
+        maps=maps,
+    )
+
+
+def _joined(parts: list[PieceColumns]) -> PieceColumns:
+    if len(parts) == 1:
+        return parts[0]
+    return PieceColumns(
+        ids=[v for p in parts for v in p.ids],
+        paths=[v for p in parts for v in p.paths],
+        labels=[v for p in parts for v in p.labels],
+        splits=[v for p in parts for v in p.splits],
+        sizes=np.concatenate([p.sizes for p in parts]),
+        mtime_ns=np.concatenate([p.mtime_ns for p in parts]),
+        maps={name: np.concatenate([p.maps[name] for p in parts]) for name in parts[0].maps},
+    )
 
 
 def compact_store(path: str | Path, *, retain_seconds: float = DEFAULT_RETAIN_SECONDS) -> CompactSummary:
@@ -240,6 +240,26 @@ def compact_store(path: str | Path, *, retain_seconds: float = DEFAULT_RETAIN_SE
         retain_seconds=retain_seconds,
     ) as writer:
         return compact_writer(writer)
+
+
+def drop_pieces(writer: StoreWriter, files: set[str]) -> int:
+    """Commit the store without the pieces named `files` (damaged ones): their live rows leave
+    the live view, so the next extraction recomputes them. Returns the number of rows dropped."""
+    assert writer.manifest is not None
+    store = FeatureStore(writer.path, writer.manifest)
+    manifest = store.manifest
+    numbers = [i for i, p in enumerate(manifest.pieces) if p.file not in files]
+    if len(numbers) == len(manifest.pieces):
+        return 0
+    generation = manifest.generation + 1
+    pieces = tuple(manifest.pieces[i] for i in numbers)
+    rows, live = _index_after(store, kept_numbers=numbers, new=(), first_new=len(numbers))
+    info = write_index(writer.path, rows, live, pieces, generation)
+    dropped = int(store.live.sum() - live.sum())
+    writer.publish(
+        dataclasses.replace(manifest, generation=generation, pieces=pieces, index=info, deleted={})
+    )
+    return dropped
 
 
 def maybe_compact(writer: StoreWriter) -> CompactSummary | None:

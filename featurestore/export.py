@@ -10,7 +10,7 @@ import numpy as np
 
 from featurestore.format import StoreError
 from featurestore.fsutil import atomic_file
-from featurestore.h5write import h5_writing
+from featurestore.h5write import WriteError, h5_writing
 from featurestore.store import FeatureStore
 
 
@@ -49,6 +49,8 @@ def export_store(store: FeatureStore, out: str | Path, *, batch_size: int = 4096
             f.attrs["fingerprint_digest"] = store.fingerprint.digest
             f.attrs["store_digest"] = store.digest
             f.attrs["layout"] = "features (N,H,W,C) float32; labels index class_names (-1 unlabeled)"
+    except WriteError as exc:  # the temporary file is already removed
+        raise StoreError(f"{out}: cannot write export ({exc.reason})") from None
     except OSError as exc:
         raise StoreError(f"{out}: cannot write export ({exc.strerror or exc})") from None
     return n

@@ -9,10 +9,11 @@ ExtractInterrupted.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
-from featurestore.compact import maybe_compact
+from featurestore.compact import drop_pieces, maybe_compact
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
@@ -22,6 +23,7 @@ from featurestore.plan import plan_extraction
 from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, discover
 from featurestore.store import FeatureStore
+from featurestore.verify import damaged_pieces
 from featurestore.writer import StoreWriter
 
 
@@ -88,6 +90,8 @@ def _extract_locked(
         lock=lock,
     ) as writer:
         assert writer.manifest is not None
+        if config.repair:
+            _repair(writer)
         current = FeatureStore(writer.path, writer.manifest)
         plan = plan_extraction(source, current, rehash=config.rehash)
         skipped = {relpath: {"reason": reason} for relpath, reason in source.skipped}
@@ -118,6 +122,19 @@ def _extract_locked(
             **{k: v["reason"] for k, v in skipped.items()},
         },
     )
+
+
+def _repair(writer: StoreWriter) -> None:
+    """Drop the committed pieces whose bytes differ from the manifest: their rows are then
+    missing from the store, so this run recomputes them (no --rebuild needed)."""
+    damaged = damaged_pieces(writer.path)
+    if damaged:
+        rows = drop_pieces(writer, set(damaged))
+        for file, reason in sorted(damaged.items()):
+            print(f"repair: {file}: {reason}; its rows are recomputed", file=sys.stderr)
+        print(
+            f"repair: {len(damaged)} damaged pieces dropped, {rows} live rows to recompute", file=sys.stderr
+        )
 
 
 def _settings(config: ExtractConfig) -> PipelineSettings:

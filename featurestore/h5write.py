@@ -23,7 +23,11 @@ from featurestore.format import StoreError
 
 class WriteError(StoreError):
     """A file the store needed could not be written (e.g. the disk is full); nothing committed
-    is lost: the last commit stays as it was."""
+    is lost: the last commit stays as it was. `reason` is the system's word for it."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class _Guarded(io.RawIOBase):
@@ -101,4 +105,4 @@ def h5_writing(path: Path, what: str) -> Iterator[h5py.File]:
         guarded.close()
     if guarded.error is not None:
         reason = guarded.error.strerror or str(guarded.error)
-        raise WriteError(f"{path}: cannot write {what} ({reason}); the last commit is intact")
+        raise WriteError(f"{path}: cannot write {what} ({reason}); the last commit is intact", reason)

@@ -247,7 +247,8 @@ def _is_file(entry: os.DirEntry[str]) -> bool:
 
 
 def _has_image_extension(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    dot = name.rfind(".")  # os.path.splitext's answer for a name that is not hidden, faster
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
 def _is_utf8(name: str) -> bool:

@@ -49,6 +49,20 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
     return findings, notes
 
 
+def damaged_pieces(path: str | Path) -> dict[str, str]:
+    """{piece file: first finding} of the committed pieces that are missing or damaged."""
+    store_dir = Path(path)
+    manifest = read_manifest(store_dir)
+    damaged: dict[str, str] = {}
+    for piece in manifest.pieces:
+        piece_path = store_dir / piece.file
+        if not piece_path.is_file():
+            damaged[piece.file] = "missing"
+        elif file_sha256(piece_path) != piece.sha256:
+            damaged[piece.file] = "sha256 differs from the manifest"
+    return damaged
+
+
 def _check_index(store_dir: Path, manifest: Manifest) -> list[str]:
     """The index file is intact and says what its pieces say."""
     if manifest.index is None:
@@ -85,4 +99,4 @@ def _check_piece(path: Path, rows: int, maps: list[str]) -> list[str]:
     return problems
 
 
-__all__ = ["StoreError", "verify_store"]
+__all__ = ["StoreError", "damaged_pieces", "verify_store"]

@@ -37,7 +37,7 @@ from featurestore.index import load_rows, remove_unnamed_indexes, write_index
 from featurestore.lock import FolderLock, store_lock
 from featurestore.splits import SPLITS, SplitFractions
 
-CHUNK_ROWS = 32  # 32 rows of 4x4x512 float32 = 1 MiB chunks: large sequential reads
+CHUNK_BYTES = 2**20  # 1 MiB chunks (32 rows of 4x4x512 float32): large sequential reads
 DEFAULT_RETAIN_SECONDS = 24 * 3600.0  # replaced pieces stay this long for readers opened before
 INDEX_TAIL_ROWS = 16 * 512  # rows committed after the index before a commit rewrites it ...
 INDEX_TAIL_FRACTION = 8  # ... or 1/8 of the indexed rows, whichever is more (amortised O(rows))
@@ -203,6 +203,16 @@ class StoreWriter:
             self._failed = exc
             raise
 
+    def write_piece_columns(self, columns: PieceColumns) -> PieceInfo:
+        """`write_piece` of rows given as columns (not yet committed)."""
+        assert self.manifest is not None, "use StoreWriter as a context manager"
+        self._refuse_after_failure()
+        try:
+            return write_piece_columns(self.path, columns, fingerprint=self.manifest.fingerprint)
+        except WriteError as exc:
+            self._failed = exc
+            raise
+
     def _refuse_after_failure(self) -> None:
         """After a failed write (a full disk), never try again: the same error, at once."""
         if self._failed is not None:
@@ -277,7 +287,12 @@ class StoreWriter:
         now = _now()
         until = (now + dt.timedelta(seconds=self.retain_seconds)).isoformat(timespec="seconds")
         named = {p.file for p in manifest.pieces}
-        kept = [r for r in (previous.retired if previous else ()) if not _expired(r, now)]
+        # A zero retention (`compact --retain 0`) lets every replaced piece go now.
+        kept = [
+            r
+            for r in (previous.retired if previous else ())
+            if not _expired(r, now) and self.retain_seconds > 0
+        ]
         kept_files = {r.file for r in kept}
         dropped = [
             RetiredPiece(file=p.file, until=until)
@@ -336,6 +351,52 @@ def _expired(retired: RetiredPiece, now: dt.datetime) -> bool:
     return until <= now
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PieceColumns:
+    """The rows of one piece as columns: what `write_piece_columns` writes (compaction moves
+    rows this way, without one Python object per row)."""
+
+    ids: list[str]
+    paths: list[str]
+    labels: list[str]  # "" when unlabeled
+    splits: list[str]
+    sizes: np.ndarray
+    mtime_ns: np.ndarray
+    maps: dict[str, np.ndarray]  # dataset name -> (n, ...) stacked maps
+
+    @classmethod
+    def of_rows(cls, rows: list[Row]) -> PieceColumns:
+        return cls(
+            ids=[r.image_id for r in rows],
+            paths=[r.relpath for r in rows],
+            labels=[r.label or "" for r in rows],
+            splits=[r.split for r in rows],
+            sizes=np.array([r.size for r in rows], np.int64),
+            mtime_ns=np.array([r.mtime_ns for r in rows], np.int64),
+            maps={name: np.stack([r.maps[name] for r in rows]) for name in rows[0].maps},
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def sorted(self) -> PieceColumns:
+        """Sorted by split, then path: a split is one contiguous slice of the piece."""
+        order = {split: i for i, split in enumerate(SPLITS)}
+        at = sorted(range(len(self)), key=lambda i: (order[self.splits[i]], self.paths[i]))
+        if at == list(range(len(self))):
+            return self
+        index = np.array(at, np.int64)
+        return PieceColumns(
+            ids=[self.ids[i] for i in at],
+            paths=[self.paths[i] for i in at],
+            labels=[self.labels[i] for i in at],
+            splits=[self.splits[i] for i in at],
+            sizes=self.sizes[index],
+            mtime_ns=self.mtime_ns[index],
+            maps={name: values[index] for name, values in self.maps.items()},
+        )
+
+
 def write_piece(store_dir: str | Path, rows: list[Row], *, fingerprint: Fingerprint) -> PieceInfo:
     """Write `rows` as one immutable piece in `store_dir/pieces/` (temp, fsync, rename).
 
@@ -344,13 +405,21 @@ def write_piece(store_dir: str | Path, rows: list[Row], *, fingerprint: Fingerpr
     """
     if not rows:
         raise ValueError("a piece needs at least one row")
+    return write_piece_columns(store_dir, PieceColumns.of_rows(rows), fingerprint=fingerprint)
+
+
+def write_piece_columns(
+    store_dir: str | Path, columns: PieceColumns, *, fingerprint: Fingerprint
+) -> PieceInfo:
+    """`write_piece` of rows given as columns."""
+    if not len(columns):
+        raise ValueError("a piece needs at least one row")
     store_dir = Path(store_dir)
-    order = {split: i for i, split in enumerate(SPLITS)}
-    rows = sorted(rows, key=lambda r: (order[r.split], r.relpath))
+    columns = columns.sorted()
     name = f"p{uuid.uuid4().hex[:16]}.h5"
     tmp, final = store_dir / TMP / name, store_dir / PIECES / name
     try:
-        write_piece_file(tmp, rows, fingerprint)
+        _write_columns(tmp, columns, fingerprint)
         digest = file_sha256(tmp)
         publish(tmp, final)
     except OSError as exc:
@@ -359,26 +428,30 @@ def write_piece(store_dir: str | Path, rows: list[Row], *, fingerprint: Fingerpr
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return PieceInfo(file=f"{PIECES}/{name}", rows=len(rows), sha256=digest, generation=0)
+    return PieceInfo(file=f"{PIECES}/{name}", rows=len(columns), sha256=digest, generation=0)
 
 
 def write_piece_file(path: Path, rows: list[Row], fingerprint: Fingerprint) -> None:
+    """A plain HDF5 file of `rows`, in the given order (see `_write_columns`)."""
+    _write_columns(path, PieceColumns.of_rows(rows), fingerprint)
+
+
+def _write_columns(path: Path, columns: PieceColumns, fingerprint: Fingerprint) -> None:
     """A plain HDF5 file: one dataset per column and per map, each checksummed with fletcher32
     (strings are fixed-length utf-8, which HDF5 can checksum; variable-length ones it cannot)."""
-    n = len(rows)
+    n = len(columns)
     with h5_writing(path, "piece") as f:
-        _text_column(f, "ids", [r.image_id for r in rows])
-        _text_column(f, "paths", [r.relpath for r in rows])
-        _text_column(f, "labels", [r.label or "" for r in rows])
-        _text_column(f, "splits", [r.split for r in rows])
-        f.create_dataset("sizes", data=np.array([r.size for r in rows], np.int64), fletcher32=True)
-        f.create_dataset("mtime_ns", data=np.array([r.mtime_ns for r in rows], np.int64), fletcher32=True)
-        for name in rows[0].maps:
-            stacked = np.stack([r.maps[name] for r in rows])
+        _text_column(f, "ids", columns.ids)
+        _text_column(f, "paths", columns.paths)
+        _text_column(f, "labels", columns.labels)
+        _text_column(f, "splits", columns.splits)
+        f.create_dataset("sizes", data=np.asarray(columns.sizes, np.int64), fletcher32=True)
+        f.create_dataset("mtime_ns", data=np.asarray(columns.mtime_ns, np.int64), fletcher32=True)
+        for name, stacked in columns.maps.items():
             f.create_dataset(
                 name,
                 data=stacked,
-                chunks=(min(n, CHUNK_ROWS), *stacked.shape[1:]),
+                chunks=(min(n, max(1, CHUNK_BYTES // max(1, stacked[0].nbytes))), *stacked.shape[1:]),
                 fletcher32=True,
             )
         f.attrs["fingerprint_digest"] = fingerprint.digest
