@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from featurestore import exitcodes
 from featurestore.fingerprint import Fingerprint
 from featurestore.format import (
     MANIFEST,
@@ -36,6 +37,13 @@ from featurestore.h5write import WriteError, h5_writing
 from featurestore.index import load_rows, remove_unnamed_indexes, write_index
 from featurestore.lock import FolderLock, store_lock
 from featurestore.splits import SPLITS, SplitFractions
+
+
+class SettingsMismatch(StoreError):
+    """The store was built with other settings: nothing is done unless asked to --rebuild."""
+
+    exit_code = exitcodes.REFUSED
+
 
 CHUNK_BYTES = 2**20  # 1 MiB chunks (32 rows of 4x4x512 float32): large sequential reads
 DEFAULT_RETAIN_SECONDS = 24 * 3600.0  # replaced pieces stay this long for readers opened before
@@ -163,7 +171,7 @@ class StoreWriter:
                 f"split_fractions: {current.split_fractions.to_dict()} != {self._split_fractions.to_dict()}"
             )
         if differences:
-            raise StoreError(
+            raise SettingsMismatch(
                 f"{self.path}: store was built with other settings ({'; '.join(differences)}); "
                 "use --rebuild to recompute it"
             )
