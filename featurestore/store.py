@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -50,15 +51,20 @@ class FeatureSet:
         return len(self.labels)
 
 
-@dataclasses.dataclass(frozen=True)
-class StoredImage:
-    """One live row's image: where it is, what it is, where it goes."""
+class StoredImage(NamedTuple):
+    """One live row's image: where it is, what it is, where it goes. A tuple of strings (a
+    million are made in a fraction of a second); `path` is built when asked for."""
 
-    path: Path  # absolute: the source root joined with relpath
     relpath: str
     label: str  # "" when unlabeled
     image_id: str  # sha256 of the file's bytes when it was extracted
     split: str
+    root: str  # the store's source root
+
+    @property
+    def path(self) -> Path:
+        """Absolute: the source root joined with relpath."""
+        return Path(os.path.join(self.root, self.relpath))
 
 
 # (piece number, start row, stop row, live mask within [start, stop)) of one contiguous read
@@ -140,10 +146,10 @@ class FeatureStore:
         """The live rows' images of one split, several, or all (None), in store order."""
         codes = [SPLITS.index(name) for name in self._check_splits(split)]
         at = np.flatnonzero(self.live & np.isin(self.rows.splits, codes))
-        root = self.source_root
+        root = self.manifest.source_root
         rows = self.rows
         return [
-            StoredImage(path=root / relpath, relpath=relpath, label=label, image_id=image_id, split=name)
+            StoredImage(relpath, label, image_id, name, root)
             for relpath, label, image_id, name in zip(
                 rows.paths[at].tolist(),
                 rows.label_strings(at).tolist(),
@@ -152,6 +158,15 @@ class FeatureStore:
                 strict=True,
             )
         ]
+
+    def live_ids(self) -> set[str]:
+        """The image ids of the live rows (no per-row objects beyond the strings)."""
+        return set(self.rows.ids_hex(np.flatnonzero(self.live)))
+
+    def live_ids_by_path(self) -> dict[str, str]:
+        """{relpath: image id} of the live rows."""
+        at = np.flatnonzero(self.live)
+        return dict(zip(self.rows.paths[at].tolist(), self.rows.ids_hex(at), strict=True))
 
     def image_paths(self, split: str | Sequence[str] | None = None) -> list[Path]:
         """Absolute paths of the live rows' images (see `images`)."""
@@ -254,12 +269,18 @@ class FeatureStore:
     def _piece_path(self, piece: int) -> Path:
         return self.path / self.manifest.pieces[piece].file
 
-    def _read_maps(self, piece: int, name: str, rows: slice | int) -> np.ndarray:
-        """Maps of one piece, HDF5's fletcher32 checked; damage is named, never served."""
+    def _read_maps(
+        self, piece: int, name: str, rows: slice | int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Maps of one piece, HDF5's fletcher32 checked; damage is named, never served. With
+        `out`, a slice is read straight into it (no second copy; HDF5 converts float16)."""
         path = self._piece_path(piece)
         try:
             with h5py.File(path, "r") as f:
-                return f[name][rows]
+                if out is None:
+                    return f[name][rows]
+                f[name].read_direct(out, source_sel=rows)
+                return out
         except FileNotFoundError:
             raise StoreError(f"{path}: committed piece is missing (run `featurestore verify`)") from None
         except (OSError, KeyError) as exc:
@@ -275,9 +296,11 @@ class FeatureStore:
         picked = []
         at = 0
         for piece, start, stop, mask in selections:
-            block = self._read_maps(piece, name, slice(start, stop))  # one contiguous read
             n = int(mask.sum())
-            features[at : at + n] = block if n == stop - start else block[mask]
+            if n == stop - start:  # one contiguous read, straight into the result
+                self._read_maps(piece, name, np.s_[start:stop], out=features[at : at + n])
+            else:
+                features[at : at + n] = self._read_maps(piece, name, slice(start, stop))[mask]
             at += n
             lo = int(self._starts[piece])
             picked.append(lo + start + np.flatnonzero(mask))
