@@ -169,6 +169,11 @@ def main() -> None:
 @click.option("--rebuild", is_flag=True, help="Recompute everything if the settings changed.")
 @click.option("--rehash", is_flag=True, help="Hash every file instead of trusting size and mtime.")
 @click.option(
+    "--repair",
+    is_flag=True,
+    help="Check every piece's checksum first; recompute the rows of damaged or missing pieces.",
+)
+@click.option(
     "--commit-every",
     type=click.IntRange(min=1),
     default=default(ExtractConfig, "commit_every"),
@@ -287,6 +292,41 @@ def export(store: Path, out: Path) -> None:
     with user_errors():
         n = export_store(open_store(store), out)
     click.echo(f"wrote {n} rows to {out}")
+
+
+class DurationType(click.ParamType):
+    """A duration: 0, 90s, 15m, 12h, 7d."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from featurestore.duration import DurationError, parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except DurationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--retain",
+    "retain_seconds",
+    type=DurationType(),
+    default="1d",
+    show_default=True,
+    help="Keep replaced pieces this long for readers that opened the store before.",
+)
+def compact(store: Path, retain_seconds: float) -> None:
+    """Rewrite STORE's small and dirty pieces into few large ones, dropping dead rows."""
+    from featurestore.compact import compact_store
+
+    with user_errors():
+        summary = compact_store(store, retain_seconds=retain_seconds)
+    click.echo(summary.line())
 
 
 # -- run history and the report (docs/nightly.md) ---------------------------------------
