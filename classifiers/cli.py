@@ -292,6 +292,13 @@ def weights_import_onnx() -> None:
     help="Also train on the flipped views of a --flip-views store (default: when it has them).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in batches rather than whole splits (default: when the maps would not "
+    "fit in the available memory).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
 def train(
     store: Path,
@@ -302,6 +309,7 @@ def train(
     config: Path | None,
     flips: bool | None,
     overwrite: bool,
+    stream: bool | None,
     as_json: bool,
 ) -> None:
     """Train a classifier on STORE's train split; report validation and test metrics.
@@ -315,7 +323,15 @@ def train(
     with user_errors():
         name, chosen_features, chosen_params = training_settings(config, classifier, features, params)
         report = train_from_store(
-            store, name, out, chosen_params, chosen_features, flips=flips, overwrite=overwrite
+            store,
+            name,
+            out,
+            chosen_params,
+            chosen_features,
+            flips=flips,
+            overwrite=overwrite,
+            stream=stream,
+            say=lambda line: click.echo(line, err=True),
         )
     click.echo(report.summary())
     if as_json:
