@@ -426,6 +426,12 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
     default=None,
     help="Feature transform for every classifier that takes one (default: each its own).",
 )
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in pooled batches (default: when the maps would not fit in memory).",
+)
 def bench(
     store: Path,
     out: Path,

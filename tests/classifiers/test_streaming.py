@@ -206,3 +206,46 @@ def test_the_choice_sees_an_address_space_limit(store_300: Path, tmp_path: Path)
     seen = ast.literal_eval(result.stderr.splitlines()[0])  # (bytes, source), as printed
     assert seen[1] == "RLIMIT_AS" and 500 << 20 < seen[0] <= 600 << 20
     assert "streaming" not in result.stderr  # 39 KB of maps fit in 600 MB
+
+
+def test_bench_streamed_pools_while_reading_and_scores_the_same(
+    store_300: Path, tmp_path: Path, small_reads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from classifiers.bench.config import BenchConfig
+    from classifiers.bench.runner import run_benchmark
+
+    def bench(out: str, **settings: object):
+        config = BenchConfig(
+            store=store_300,
+            out=tmp_path / out,
+            classifiers=("logreg", "knn"),
+            folds=3,
+            progress=False,
+            **settings,
+        )
+        return run_benchmark(config)
+
+    memory = bench("memory", stream=False)
+    monkeypatch.setenv(streaming.MEMORY_ENV, "20K")  # the 39 KB of maps no longer fit
+    streamed = bench("streamed")
+    assert memory.store["streamed"] is None and streamed.store["streamed"] == "max"
+    assert streamed.cells_reused == 0  # computed again, from pooled rows
+    for a, b in zip(memory.rows, streamed.rows, strict=True):
+        assert a.name == b.name
+        assert [c["metrics"] for c in a.folds] == [c["metrics"] for c in b.folds]
+        assert [c["key"] for c in a.folds] == [c["key"] for c in b.folds]  # the same cells
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(store_300),
+            "--out",
+            str(tmp_path / "cli"),
+            "--classifiers",
+            "logreg,dense",
+            "--folds",
+            "3",
+        ],
+    )
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "every classifier must read one pooling" in result.stderr and "maps" in result.stderr
