@@ -75,7 +75,7 @@ class StoreBatches(keras.utils.PyDataset):
         self._fd = os.open(self.folder / "rows.f32", os.O_RDONLY)
         self._close_fd = weakref.finalize(self, os.close, self._fd)
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-batches")
-        self._windows: dict[int, Future[tuple[np.ndarray, np.ndarray]]] = {}
+        self._windows: dict[int, Future[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self.epoch = 0
         self._plan_epoch()
 
@@ -116,7 +116,8 @@ class StoreBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return int(self._first_batch[-1])
 
-    def _read_window(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read_window(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The window's rows as read (blocks in file order), their codes, and their shuffle."""
         blocks = np.sort(self._window_blocks[w])  # forward reads: friendlier to the disk
         spans = [(b * self.block_rows, min((b + 1) * self.block_rows, self.rows)) for b in blocks]
         n = sum(stop - start for start, stop in spans)
@@ -132,9 +133,9 @@ class StoreBatches(keras.utils.PyDataset):
             at += size
         codes = np.concatenate([self.codes[start:stop] for start, stop in spans])
         order = np.random.default_rng(self._window_seeds[w]).permutation(n)
-        return maps[order], codes[order]
+        return maps, codes, order
 
-    def _window(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+    def _window(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if w not in self._windows:
             self._windows[w] = self._reader.submit(self._read_window, w)
         window = self._windows[w].result()
@@ -149,8 +150,9 @@ class StoreBatches(keras.utils.PyDataset):
             raise IndexError(f"batch {index} of {len(self)}")
         w = int(np.searchsorted(self._first_batch, index, side="right")) - 1
         start = (index - int(self._first_batch[w])) * self.batch_size
-        maps, codes = self._window(w)
-        return maps[start : start + self.batch_size], codes[start : start + self.batch_size]
+        maps, codes, order = self._window(w)
+        rows = np.sort(order[start : start + self.batch_size])  # sorted: forward memory reads
+        return maps[rows], codes[rows]
 
     def on_epoch_end(self) -> None:
         """Plan the next epoch's order (Keras calls this after each epoch)."""
