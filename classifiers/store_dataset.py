@@ -15,11 +15,13 @@ Imports Keras: import this module only where a head trains.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ import numpy as np
 from classifiers.keras_heads import KerasHead
 from classifiers.streaming import iter_labeled, labeled_rows, present_classes
 
-__all__ = ["SplitBatches", "StoreBatches", "fit_head"]
+__all__ = ["StoreBatches", "fit_head"]
 
 
 class StoreBatches(keras.utils.PyDataset):
@@ -45,6 +47,8 @@ class StoreBatches(keras.utils.PyDataset):
         batches give each row's position in it.
     batch_size, seed : rows per batch (the epoch's last batch may be smaller); the shuffle seed.
     block_rows, window_blocks : shuffle granularity, see the module docstring.
+    shuffle : False serves the rows in store order (validation: the copy reads faster than the
+        store's checksummed HDF5 chunks, every epoch).
     """
 
     def __init__(
@@ -57,9 +61,11 @@ class StoreBatches(keras.utils.PyDataset):
         seed: int,
         block_rows: int = 64,
         window_blocks: int = 64,
+        shuffle: bool = True,
         tmp_dir: str | Path | None = None,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
+        self.shuffle = shuffle
         self.classes = np.asarray(classes)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -75,7 +81,8 @@ class StoreBatches(keras.utils.PyDataset):
         self._fd = os.open(self.folder / "rows.f32", os.O_RDONLY)
         self._close_fd = weakref.finalize(self, os.close, self._fd)
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-batches")
-        self._windows: dict[int, Future[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._windows: dict[int, tuple[Future[tuple[np.ndarray, np.ndarray, np.ndarray]], int]] = {}
+        self._buffers: list[np.ndarray] = []
         self.epoch = 0
         self._plan_epoch()
 
@@ -100,7 +107,8 @@ class StoreBatches(keras.utils.PyDataset):
         self._rng = np.random.default_rng([self.seed, self.epoch])
         n_blocks = -(-self.rows // self.block_rows)
         full = self.rows // self.block_rows
-        order = np.concatenate([self._rng.permutation(full), np.arange(full, n_blocks)])
+        shuffled = self._rng.permutation(full) if self.shuffle else np.arange(full)
+        order = np.concatenate([shuffled, np.arange(full, n_blocks)])
         per_window = self.window_rows // self.block_rows
         self._window_blocks = [order[i : i + per_window] for i in range(0, n_blocks, per_window)]
         starts = range(0, self.rows, self.window_rows)
@@ -109,40 +117,51 @@ class StoreBatches(keras.utils.PyDataset):
         self._first_batch = np.concatenate([[0], np.cumsum(batches)]).astype(np.int64)
         # One seed per window, drawn now: the rows' order does not depend on read timing.
         self._window_seeds = self._rng.integers(0, 2**63 - 1, size=len(sizes))
-        for future in self._windows.values():
-            future.cancel()
-        self._windows = {}
+        self._release(set())
 
     def __len__(self) -> int:
         return int(self._first_batch[-1])
 
-    def _read_window(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The window's rows as read (blocks in file order), their codes, and their shuffle."""
+    def _read_window(self, w: int, buffer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The window's rows as read (blocks in file order) into a reused buffer (no page faults
+        on fresh memory every window), their codes, and their shuffle."""
         blocks = np.sort(self._window_blocks[w])  # forward reads: friendlier to the disk
         spans = [(b * self.block_rows, min((b + 1) * self.block_rows, self.rows)) for b in blocks]
         n = sum(stop - start for start, stop in spans)
-        maps = np.empty((n, *self.sample_shape), dtype=np.float32)
-        flat = maps.reshape(n, -1).view(np.uint8).reshape(-1)
+        flat = self._buffers[buffer][: n * self._row_bytes]
         at = 0
         for start, stop in spans:
             size = (stop - start) * self._row_bytes
-            view = memoryview(flat[at : at + size])
-            got = os.preadv(self._fd, [view], start * self._row_bytes)
+            got = os.preadv(self._fd, [memoryview(flat[at : at + size])], start * self._row_bytes)
             if got != size:
                 raise OSError(f"{self.folder}: short read ({got} of {size} bytes)")
             at += size
+        maps = flat.view(np.float32).reshape(n, *self.sample_shape)
         codes = np.concatenate([self.codes[start:stop] for start, stop in spans])
-        order = np.random.default_rng(self._window_seeds[w]).permutation(n)
+        order = np.random.default_rng(self._window_seeds[w]).permutation(n) if self.shuffle else np.arange(n)
         return maps, codes, order
+
+    def _submit(self, w: int) -> None:
+        """Start reading window `w` into a buffer no live window uses."""
+        used = {buffer for _, buffer in self._windows.values()}
+        free = next((i for i in range(len(self._buffers)) if i not in used), None)
+        if free is None:
+            self._buffers.append(np.empty(self.window_rows * self._row_bytes, dtype=np.uint8))
+            free = len(self._buffers) - 1
+        self._windows[w] = (self._reader.submit(self._read_window, w, free), free)
+
+    def _release(self, keep: set[int]) -> None:
+        """Forget the windows not in `keep`, once their reads are over (their buffers are reused)."""
+        for w in [k for k in self._windows if k not in keep]:
+            self._windows.pop(w)[0].exception()  # waits; an error surfaces where it is used
 
     def _window(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if w not in self._windows:
-            self._windows[w] = self._reader.submit(self._read_window, w)
-        window = self._windows[w].result()
-        for old in [k for k in self._windows if k < w]:  # done with: let them go
-            del self._windows[old]
+            self._submit(w)
+        window = self._windows[w][0].result()
+        self._release({w, w + 1})
         if w + 1 < len(self._window_blocks) and w + 1 not in self._windows:
-            self._windows[w + 1] = self._reader.submit(self._read_window, w + 1)
+            self._submit(w + 1)  # read ahead while this window trains
         return window
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +171,8 @@ class StoreBatches(keras.utils.PyDataset):
         start = (index - int(self._first_batch[w])) * self.batch_size
         maps, codes, order = self._window(w)
         rows = np.sort(order[start : start + self.batch_size])  # sorted: forward memory reads
+        if not self.shuffle:
+            return maps[start : start + self.batch_size].copy(), codes[rows]
         return maps[rows], codes[rows]
 
     def on_epoch_end(self) -> None:
@@ -162,7 +183,7 @@ class StoreBatches(keras.utils.PyDataset):
     def close(self) -> None:
         """Stop the reader and remove the temporary copy (also done when garbage-collected)."""
         self._reader.shutdown(wait=True, cancel_futures=True)
-        self._windows = {}
+        self._windows, self._buffers = {}, []
         self._close_fd()
         self._cleanup()
 
@@ -173,26 +194,25 @@ class StoreBatches(keras.utils.PyDataset):
         self.close()
 
 
-class SplitBatches:
-    """The labeled (maps, labels) rows of a store split in store order, batch by batch; can be
-    iterated again (each pass reads the store): validation during training."""
-
-    def __init__(self, store: Any, split: str, batch_size: int | None = None) -> None:
-        self.store = store
-        self.split = split
-        self.batch_size = batch_size
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return iter_labeled(self.store, self.split, batch_size=self.batch_size)
-
-
-def fit_head(
-    head: KerasHead, store: Any, sources: Sequence[tuple[str, bool]], *, validate: bool
-) -> KerasHead:
+def fit_head(head: KerasHead, store: Any, sources: Sequence[tuple[str, bool]], *, validate: bool) -> float:
     """Train a bare Keras head on the labeled rows of `sources` from a shuffled `StoreBatches`
-    (seeded by the head's `random_state`), validating on the validation split when `validate`."""
+    (seeded by the head's `random_state`), validating on the validation split (a copy in store
+    order) when `validate`. Returns the seconds spent copying the splits."""
     seed = head.random_state if isinstance(head.random_state, int) else 0
+    started = time.perf_counter()
     classes = present_classes(store, sources)
-    with StoreBatches(store, sources, classes, batch_size=int(head.batch_size), seed=seed) as batches:
-        head.fit_batches(batches, SplitBatches(store, "validation") if validate else None)
-    return head
+    with contextlib.ExitStack() as stack:
+        batches = stack.enter_context(
+            StoreBatches(store, sources, classes, batch_size=int(head.batch_size), seed=seed)
+        )
+        validation = None
+        if validate:
+            every_class = np.arange(len(store.class_names))  # codes = labels: the head checks them
+            validation = stack.enter_context(
+                StoreBatches(
+                    store, [("validation", False)], every_class, batch_size=1024, seed=0, shuffle=False
+                )
+            )
+        copy_seconds = time.perf_counter() - started
+        head.fit_batches(batches, validation)
+    return copy_seconds

@@ -158,16 +158,17 @@ def train_from_store(
     if decision.stream:
         if say is not None:
             say(decision.message)
-        fit_seconds, metrics, counts = _fit_streamed(
+        fit_seconds, metrics, counts, notes = _fit_streamed(
             estimator, store, train_sources, classifier, class_names, decision, store_path
         )
     else:
         fit_seconds, metrics, counts = _fit_in_memory(
             estimator, store, use_flips, classifier, class_names, store_path
         )
+        notes = {}
     effective_features = features or default_features(classifier)
     chosen = jsonable(current_params(estimator))
-    training: dict[str, Any] = {"flipped_views": use_flips, "streamed": decision.stream}
+    training: dict[str, Any] = {"flipped_views": use_flips, "streamed": decision.stream, **notes}
     head = final_estimator(estimator)
     if isinstance(head, KerasHead):
         training |= {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_}
@@ -245,8 +246,10 @@ def _fit_streamed(
     class_names: tuple[str, ...],
     decision: streaming.StreamDecision,
     store_path: str | Path,
-) -> tuple[float, dict[str, dict[str, Any]], dict[str, int]]:
-    """The same, reading the store in batches (`classifiers.streaming`)."""
+) -> tuple[float, dict[str, dict[str, Any]], dict[str, int], dict[str, Any]]:
+    """The same, reading the store in batches (`classifiers.streaming`); also notes for the
+    model's training record (a head's one-time copy of its splits, in seconds)."""
+    notes: dict[str, Any] = {}
     counts = {split: streaming.labeled_rows(store, split) for split in ("train", *EVAL_SPLITS)}
     per_class = streaming.split_counts(store)["train"]
     _check_classes(np.array([label for label in class_names if per_class.get(label)]), store_path)
@@ -256,7 +259,8 @@ def _fit_streamed(
         if isinstance(estimator, KerasHead):  # a head on the maps: a shuffled PyDataset
             from classifiers.store_dataset import fit_head
 
-            fit_head(estimator, store, train_sources, validate=validate)
+            copy_seconds = fit_head(estimator, store, train_sources, validate=validate)
+            notes["stream_copy_seconds"] = round(copy_seconds, 3)
         else:  # a pipeline: transformed (pooled) while reading
             budget = int(streaming.STREAM_FRACTION * decision.available)
             streaming.fit_streamed(
@@ -268,7 +272,7 @@ def _fit_streamed(
             if counts[split]:
                 proba, y = streaming.split_proba(estimator, store, split, len(class_names))
                 metrics[split] = metrics_from_proba(y, proba, class_names)
-    return fit_seconds, metrics, counts
+    return fit_seconds, metrics, counts, notes
 
 
 def _plots(
