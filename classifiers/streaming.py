@@ -316,6 +316,20 @@ def present_classes(store: Any, sources: Sequence[tuple[str, bool]]) -> np.ndarr
     return np.array(sorted(i for i, name in enumerate(store.class_names) if name in labels), dtype=np.int64)
 
 
+def _fit_transform_in_place(step: BaseEstimator, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`step.fit_transform(X, y)`, in place when the step can (``copy=False``): `X` is the
+    streamed rows, nobody else's, and a copy of them is what would not fit. The step keeps
+    its own ``copy`` setting for later calls (a saved model transforms callers' arrays)."""
+    copies = step.get_params(deep=False).get("copy")
+    if copies is not True:
+        return step.fit_transform(X, y)
+    step.set_params(copy=False)
+    try:
+        return step.fit_transform(X, y)
+    finally:
+        step.set_params(copy=True)
+
+
 def _fit_after_front(
     pipeline: Pipeline,
     X: np.ndarray,
@@ -324,7 +338,7 @@ def _fit_after_front(
 ) -> None:
     """Fit the steps after the first on its output, as `Pipeline.fit` would have."""
     for _, step in pipeline.steps[1:-1]:
-        X = step.fit_transform(X, y)
+        X = _fit_transform_in_place(step, X, y)
         if validation is not None:
             validation = (step.transform(validation[0]), validation[1])
     final = pipeline.steps[-1][1]

@@ -60,6 +60,7 @@ def test_pooled_logreg_streamed_is_the_in_memory_model(
     assert np.array_equal(a.predict(test.features), b.predict(test.features))
     np.testing.assert_allclose(a.predict_proba(test.features), b.predict_proba(test.features), rtol=1e-6)
     np.testing.assert_array_equal(a[-1].coef_, b[-1].coef_)
+    assert b["normalize"].copy is True and a["normalize"].get_params() == b["normalize"].get_params()
 
 
 def test_store_batches_cover_every_row_once_per_epoch_in_a_new_order(
