@@ -27,8 +27,8 @@ from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
 from featurestore.errors import FeaturestoreError
 from featurestore.exitcodes import DRIFT, FAILED_IMAGES, GATE_FAILED, OK, exit_code_for
-from featurestore.extract_config import ExtractConfig
-from featurestore.fingerprint import DTYPES, PRECISIONS
+from featurestore.extract_config import DECODE_MODES, EXTRACT_PRECISIONS, ExtractConfig
+from featurestore.fingerprint import DECODERS, DTYPES
 from featurestore.quiet import quiet_tensorflow
 from featurestore.splits import SplitFractions
 from featurestore.vgg16 import MAX_INPUT_SIZE, MIN_INPUT_SIZE
@@ -122,18 +122,36 @@ def main() -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=default(ExtractConfig, "workers"),
-    show_default=True,
+    show_default="the cores",
     help="Decode workers.",
+)
+@click.option(
+    "--decode-in",
+    type=click.Choice(DECODE_MODES),
+    default=default(ExtractConfig, "decode_in"),
+    show_default=True,
+    help="Decode in worker threads or processes. auto: processes on a GPU machine, where "
+    "decoding is the bottleneck; threads on a CPU, where the model is.",
 )
 @click.option(
     "--dtype", type=click.Choice(DTYPES), default=default(ExtractConfig, "dtype"), show_default=True
 )
 @click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(EXTRACT_PRECISIONS),
     default=default(ExtractConfig, "precision"),
     show_default=True,
-    help="Keras dtype policy of the model.",
+    help="Keras dtype policy of the model. auto: mixed_bfloat16 where the hardware runs it "
+    "natively (GPU, CPU with AVX512_BF16/AMX), else float32; chosen when the store is created, "
+    "then kept. float32 reproduces bit for bit anywhere.",
+)
+@click.option(
+    "--decoder",
+    type=click.Choice(DECODERS),
+    default=default(ExtractConfig, "decoder"),
+    show_default=True,
+    help="Image decoder. pil: identical to keras.utils.load_img; pil-draft: JPEGs decoded at a "
+    "reduced DCT scale first (faster on large photos, maps differ slightly).",
 )
 @click.option(
     "--extra-layer", "extra_layers", multiple=True, help="Also keep this layer's maps (e.g. block4_pool)."
