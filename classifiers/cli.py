@@ -451,6 +451,13 @@ def weights_import_onnx() -> None:
     help="Also train on the flipped views of a --flip-views store (default: when it has them).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in batches rather than whole splits (default: when the maps would not "
+    "fit in the available memory).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
 # -- the retrain gate and the run record (docs/nightly.md) --
 @click.option(
@@ -479,6 +486,7 @@ def train(
     config: Path | None,
     flips: bool | None,
     overwrite: bool,
+    stream: bool | None,
     as_json: bool,
     baseline: Path | None,
     min_accuracy: float | None,
@@ -503,7 +511,15 @@ def train(
             load_model(baseline)  # a baseline that cannot be read fails before any training
         with recorded_job(store, "train", metrics_file=metrics_file) as run:
             report = train_from_store(
-                store, name, out, chosen_params, chosen_features, flips=flips, overwrite=overwrite
+                store,
+                name,
+                out,
+                chosen_params,
+                chosen_features,
+                flips=flips,
+                overwrite=overwrite,
+                stream=stream,
+                say=lambda line: click.echo(line, err=True),
             )
             decision = None
             if baseline is not None or min_accuracy is not None:
@@ -606,6 +622,12 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
     type=click.Choice(FEATURE_MODES),
     default=None,
     help="Feature transform for every classifier that takes one (default: each its own).",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in pooled batches (default: when the maps would not fit in memory).",
 )
 def bench(
     store: Path,
