@@ -95,3 +95,14 @@ def failure_totals(records: list[dict[str, Any]]) -> tuple[int, int]:
         failed += int(counts.get("failed", 0))
         attempted += sum(int(counts.get(k, 0)) for k in ("new", "changed", "retried"))
     return failed, attempted
+
+
+def compact_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Record fields from a compact summary's dict (featurestore.compact.CompactSummary)."""
+    counts = ("live_rows", "dropped_rows", "rewritten_pieces", "new_pieces")
+    return {
+        "counts": {key: int(summary[key]) for key in counts if key in summary},
+        "extra": {
+            key: summary[key] for key in ("pieces_before", "pieces_after", "retained_until") if key in summary
+        },
+    }
