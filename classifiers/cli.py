@@ -27,8 +27,8 @@ from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
 from featurestore.errors import FeaturestoreError
 from featurestore.exitcodes import DRIFT, FAILED_IMAGES, GATE_FAILED, OK, exit_code_for
-from featurestore.extract_config import ExtractConfig
-from featurestore.fingerprint import DTYPES, PRECISIONS
+from featurestore.extract_config import DECODE_MODES, EXTRACT_PRECISIONS, ExtractConfig
+from featurestore.fingerprint import DECODERS, DTYPES
 from featurestore.quiet import quiet_tensorflow
 from featurestore.splits import SplitFractions
 from featurestore.vgg16 import MAX_INPUT_SIZE, MIN_INPUT_SIZE
@@ -122,18 +122,36 @@ def main() -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=default(ExtractConfig, "workers"),
-    show_default=True,
+    show_default="the cores",
     help="Decode workers.",
+)
+@click.option(
+    "--decode-in",
+    type=click.Choice(DECODE_MODES),
+    default=default(ExtractConfig, "decode_in"),
+    show_default=True,
+    help="Decode in worker threads or processes. auto: processes on a GPU machine, where "
+    "decoding is the bottleneck; threads on a CPU, where the model is.",
 )
 @click.option(
     "--dtype", type=click.Choice(DTYPES), default=default(ExtractConfig, "dtype"), show_default=True
 )
 @click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(EXTRACT_PRECISIONS),
     default=default(ExtractConfig, "precision"),
     show_default=True,
-    help="Keras dtype policy of the model.",
+    help="Keras dtype policy of the model. auto: mixed_bfloat16 where the hardware runs it "
+    "natively (GPU, CPU with AVX512_BF16/AMX), else float32; chosen when the store is created, "
+    "then kept. float32 reproduces bit for bit anywhere.",
+)
+@click.option(
+    "--decoder",
+    type=click.Choice(DECODERS),
+    default=default(ExtractConfig, "decoder"),
+    show_default=True,
+    help="Image decoder. pil: identical to keras.utils.load_img; pil-draft: JPEGs decoded at a "
+    "reduced DCT scale first (faster on large photos, maps differ slightly).",
 )
 @click.option(
     "--extra-layer", "extra_layers", multiple=True, help="Also keep this layer's maps (e.g. block4_pool)."
@@ -433,6 +451,13 @@ def weights_import_onnx() -> None:
     help="Also train on the flipped views of a --flip-views store (default: when it has them).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in batches rather than whole splits (default: when the maps would not "
+    "fit in the available memory).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
 # -- the retrain gate and the run record (docs/nightly.md) --
 @click.option(
@@ -461,6 +486,7 @@ def train(
     config: Path | None,
     flips: bool | None,
     overwrite: bool,
+    stream: bool | None,
     as_json: bool,
     baseline: Path | None,
     min_accuracy: float | None,
@@ -485,7 +511,15 @@ def train(
             load_model(baseline)  # a baseline that cannot be read fails before any training
         with recorded_job(store, "train", metrics_file=metrics_file) as run:
             report = train_from_store(
-                store, name, out, chosen_params, chosen_features, flips=flips, overwrite=overwrite
+                store,
+                name,
+                out,
+                chosen_params,
+                chosen_features,
+                flips=flips,
+                overwrite=overwrite,
+                stream=stream,
+                say=lambda line: click.echo(line, err=True),
             )
             decision = None
             if baseline is not None or min_accuracy is not None:
@@ -588,6 +622,12 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
     type=click.Choice(FEATURE_MODES),
     default=None,
     help="Feature transform for every classifier that takes one (default: each its own).",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in pooled batches (default: when the maps would not fit in memory).",
 )
 def bench(
     store: Path,

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 from featurestore.compact import drop_pieces, maybe_compact
+from featurestore.compute import run_precision
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
+from featurestore.hardware import device_kind
 from featurestore.lock import FolderLock, store_lock
 from featurestore.pipeline import Pipeline, PipelineSettings
 from featurestore.plan import plan_extraction
@@ -87,8 +89,9 @@ def _extract_locked(
         input_size=config.input_size,
         extra_layers=config.extra_layers,
         dtype=config.dtype,
-        precision=config.precision,
+        precision=run_precision(config.precision, config.store, rebuild=config.rebuild),
         flip_views=config.flip_views,
+        decoder=config.decoder,
         batch_size=config.batch_size,
     )
     with StoreWriter(
@@ -110,7 +113,9 @@ def _extract_locked(
         progress = Progress(
             len(plan.tasks), label="extract", interval=config.progress_interval, enabled=config.progress
         )
-        run = Pipeline(_settings(config), extractor, writer, current, times=times, progress=progress)
+        run = Pipeline(
+            _settings(config, bool(plan.tasks)), extractor, writer, current, times=times, progress=progress
+        )
         with StopOnSignal() as stop:
             try:
                 run.process(plan.tasks, stop)
@@ -154,8 +159,12 @@ def _repair(writer: StoreWriter) -> None:
         )
 
 
-def _settings(config: ExtractConfig) -> PipelineSettings:
+def _settings(config: ExtractConfig, has_tasks: bool) -> PipelineSettings:
+    decode_in = config.decode_in
+    if decode_in == "auto":  # the device probe imports the backend: only when there is work
+        decode_in = "processes" if has_tasks and device_kind() == "gpu" else "threads"
     return PipelineSettings(
+        decode_in=decode_in,
         input_size=config.input_size,
         batch_size=config.batch_size,
         workers=config.workers,

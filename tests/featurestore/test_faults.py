@@ -75,7 +75,9 @@ def test_a_full_disk_during_extract_is_one_line_and_keeps_the_last_commit(tree: 
     finally:
         (tree / "cats" / "new").unlink()
     assert full.returncode == 1, full.stderr
-    lines = full.stderr.strip().splitlines()
+    # One error line (besides the progress lines a log gets), no traceback.
+    lines = [line for line in full.stderr.splitlines() if not line.startswith("extract: ")]
+    lines = [line for line in lines if "cuInit" not in line]  # TensorFlow's device probe under the limit
     assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr
     assert lines[0].startswith(f"Error: {store}") and "cannot write piece (File too large)" in lines[0]
     assert list((store / ".tmp").iterdir()) == []
