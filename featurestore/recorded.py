@@ -154,7 +154,7 @@ def _live_ids(store_dir: Path) -> set[str] | None:
         return None
     from featurestore.store import open_store
 
-    return {image.image_id for image in open_store(store_dir).images()}
+    return open_store(store_dir).live_ids()
 
 
 def _summary_dict(summary: Any) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def recorded_extract(
         run.update(**extract_fields(summary), **store_fields(store))
         report = None
         if before:  # a first run has nothing earlier to compare with
-            tonight = {image.image_id for image in store.images()} - before
+            tonight = store.live_ids() - before
             if tonight:
                 report = _check_drift(store, tonight, summary, options, store_dir)
                 run.update(drift=report.to_dict())

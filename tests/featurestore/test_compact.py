@@ -170,7 +170,7 @@ def test_sigkill_at_random_points_of_a_compaction_leaves_a_valid_store(big: Path
         shutil.copytree(big, store)
         reader = open_store(store)
         process = subprocess.Popen([*command, str(store)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, 4.0))
+        time.sleep(rng.uniform(0.2, 2.5))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             killed += 1
@@ -182,4 +182,4 @@ def test_sigkill_at_random_points_of_a_compaction_leaves_a_valid_store(big: Path
         assert finished.returncode == 0, finished.stderr
         assert snapshot(open_store(store)) == expected and verify_store(store) == ([], [])
         assert len(read_manifest(store).pieces) <= 2
-    assert killed >= 3
+    assert killed >= 2
