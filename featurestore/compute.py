@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from featurestore import exitcodes
 from featurestore.errors import FeaturestoreError
 from featurestore.fingerprint import Fingerprint
 from featurestore.format import is_store, read_manifest
@@ -24,6 +25,8 @@ __all__ = ["ComputeError", "check_compute", "run_precision"]
 
 class ComputeError(FeaturestoreError):
     """This machine may not compute maps for this store (precision, backend or device)."""
+
+    exit_code = exitcodes.REFUSED
 
 
 def run_precision(requested: str, store_dir: str | Path, *, rebuild: bool) -> str:

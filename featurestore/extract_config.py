@@ -42,3 +42,4 @@ class ExtractConfig:
     commit_every: int = 512
     commit_seconds: float = 60.0
     progress: bool = True
+    progress_interval: float = 30.0  # seconds between progress lines when stderr is not a terminal

@@ -34,8 +34,10 @@ from featurestore.extractor import Extractor
 from featurestore.fingerprint import Fingerprint
 from featurestore.format import read_manifest
 from featurestore.plan import Task
+from featurestore.progress import Progress
 from featurestore.signals import StopOnSignal
 from featurestore.splits import SplitFractions, split_of
+from featurestore.stages import StageTimes
 from featurestore.store import FeatureStore
 from featurestore.writer import Row, StoreWriter
 
@@ -74,12 +76,17 @@ class _Known:
         return image_id == self.current or image_id in self.ids
 
 
-def _decode_chunk(jobs: list[tuple[str, str | None]], input_size: int, decoder: str) -> list[DecodedFile]:
-    """In a decode process: `decode_file` for (path, the path's live id) pairs."""
-    return [
+def _decode_chunk(
+    jobs: list[tuple[str, str | None]], input_size: int, decoder: str
+) -> tuple[list[DecodedFile], float]:
+    """In a decode process: `decode_file` for (path, the path's live id) pairs, and the seconds
+    they took (the decode stage's worker-seconds)."""
+    started = time.perf_counter()
+    results = [
         decode_file(path, input_size, decoder=decoder, skip_ids=frozenset({current} if current else ()))
         for path, current in jobs
     ]
+    return results, time.perf_counter() - started
 
 
 def _ignore_interrupt() -> None:
@@ -106,7 +113,7 @@ class _Decoder:
             return ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupt)
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
 
-    def _submit(self, pool: Executor, tasks: list[Task]) -> Future[list[DecodedFile]]:
+    def _submit(self, pool: Executor, tasks: list[Task]) -> Future[tuple[list[DecodedFile], float]]:
         p = self.pipeline
         decoder = p.extractor.fingerprint.decoder
         size = p.settings.input_size
@@ -115,12 +122,17 @@ class _Decoder:
             return pool.submit(_decode_chunk, jobs, size, decoder)
         (task,) = tasks
         skip = _Known(p.known_ids, p.live_ids.get(task.image.relpath))
-        return pool.submit(lambda: [decode_file(task.image.path, size, decoder=decoder, skip_ids=skip)])
+
+        def decode() -> tuple[list[DecodedFile], float]:
+            with p.times.timed("decode", 1):
+                return [decode_file(task.image.path, size, decoder=decoder, skip_ids=skip)], 0.0
+
+        return pool.submit(decode)
 
     def __call__(self, tasks: list[Task], stop: StopOnSignal) -> Iterator[_Decoded]:
         chunks = (tasks[i : i + self.chunk] for i in range(0, len(tasks), self.chunk))
         with self._pool() as pool:
-            ahead: deque[tuple[list[Task], Future[list[DecodedFile]]]] = deque()
+            ahead: deque[tuple[list[Task], Future[tuple[list[DecodedFile], float]]]] = deque()
             try:
                 for chunk in chunks:
                     ahead.append((chunk, self._submit(pool, chunk)))
@@ -128,7 +140,10 @@ class _Decoder:
                         break
                 while ahead and not stop.signum:
                     chunk, future = ahead.popleft()
-                    for task, result in zip(chunk, future.result(), strict=True):
+                    results, seconds = future.result()
+                    if self.processes:
+                        self.pipeline.times.add("decode", seconds, len(chunk))
+                    for task, result in zip(chunk, results, strict=True):
                         yield _Decoded(task, result)
                     nxt = next(chunks, None)
                     if nxt is not None:
@@ -153,9 +168,12 @@ class _Committer:
     handed over after it are dropped (their images are recomputed by the next run).
     """
 
-    def __init__(self, writer: StoreWriter, committed: Callable[[list[Row]], None]) -> None:
+    def __init__(
+        self, writer: StoreWriter, committed: Callable[[list[Row]], None], times: StageTimes
+    ) -> None:
         self.writer = writer
         self.committed = committed
+        self.times = times
         self.jobs: queue.Queue[_Commit | None] = queue.Queue(maxsize=1)
         self.failed = False
         self._error: BaseException | None = None
@@ -178,7 +196,8 @@ class _Committer:
         assert writer.manifest is not None
         if job.fingerprint is not None:  # record the library versions that computed these rows
             writer.manifest = dataclasses.replace(writer.manifest, fingerprint=job.fingerprint)
-        writer.commit_rows(job.rows, failures=job.failures)
+        with self.times.timed("write", len(job.rows)):
+            writer.commit_rows(job.rows, failures=job.failures)
         self.committed(job.rows)
 
     def submit(self, job: _Commit) -> None:
@@ -211,8 +230,13 @@ class Pipeline:
         extractor: Extractor,
         writer: StoreWriter,
         current: FeatureStore,
+        *,
+        times: StageTimes | None = None,
+        progress: Progress | None = None,
     ):
         self.settings = settings
+        self.times = times or StageTimes()  # decode, model and write seconds, for the run record
+        self.progress = progress
         self.extractor = extractor
         self.writer = writer
         self.current = current
@@ -230,11 +254,10 @@ class Pipeline:
         self._committer: _Committer | None = None
 
     def process(self, tasks: list[Task], stop: StopOnSignal) -> None:
-        bar = _progress(len(tasks), self.settings.progress)
+        bar = self.progress or Progress(len(tasks), label="extract", enabled=self.settings.progress)
         batch: list[_Decoded] = []
-        self._committer = _Committer(self.writer, self._committed)
-        for decoded in _Decoder(self)(tasks, stop):
-            bar.update(1)
+        self._committer = _Committer(self.writer, self._committed, self.times)
+        for done, decoded in enumerate(_Decoder(self)(tasks, stop), 1):
             result = decoded.result
             if result.error is not None:
                 self._fail(decoded)
@@ -245,7 +268,7 @@ class Pipeline:
             if len(batch) >= self.settings.batch_size:
                 self._embed(batch)
                 batch = []
-                bar.set_postfix_str(f"{self.computed / max(self.model_seconds, 1e-9):.1f} img/s model")
+            bar.update(done, len(self.failures))
             self.flush()
         if batch:
             self._embed(batch)
@@ -274,7 +297,9 @@ class Pipeline:
         started = time.perf_counter()
         pixels = np.stack([d.result.pixels for d in batch]).astype(np.float32)  # type: ignore[misc]
         maps = self.extractor.embed(pixels)
-        self.model_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.model_seconds += seconds
+        self.times.add("model", seconds, len(batch))
         self.computed += len(batch)
         for i, decoded in enumerate(batch):
             self.pending.append(self._row(decoded, {name: m[i] for name, m in maps.items()}))
@@ -354,7 +379,8 @@ class Pipeline:
         stale = [k for k in recorded if k not in all_failures]
         if not (self.pending or deleted or stale or all_failures.keys() - recorded.keys()):
             return  # nothing changed: leave the manifest as it is
-        self.writer.commit_rows(self.pending, deleted=deleted, failures=all_failures, resolved=stale)
+        with self.times.timed("write", len(self.pending)):
+            self.writer.commit_rows(self.pending, deleted=deleted, failures=all_failures, resolved=stale)
         self._committed(self.pending)
         self.pending = []
         self.last_commit = time.monotonic()
@@ -374,9 +400,3 @@ def _recorded_fingerprint(writer: StoreWriter, current: FeatureStore) -> Fingerp
         ),
     )
     return recorded
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", disable=not enabled or not sys.stderr.isatty(), file=sys.stderr)
