@@ -80,13 +80,20 @@ def _decode_chunk(
     jobs: list[tuple[str, str | None]], input_size: int, decoder: str
 ) -> tuple[list[DecodedFile], float]:
     """In a decode process: `decode_file` for (path, the path's live id) pairs, and the seconds
-    they took (the decode stage's worker-seconds)."""
+    it took (the decode stage's worker-seconds)."""
     started = time.perf_counter()
     results = [
         decode_file(path, input_size, decoder=decoder, skip_ids=frozenset({current} if current else ()))
         for path, current in jobs
     ]
     return results, time.perf_counter() - started
+
+
+def _decode_one(task: Task, size: int, decoder: str, skip: _Known) -> tuple[list[DecodedFile], float]:
+    """In a decode thread: `decode_file` for one task, and the seconds it took."""
+    started = time.perf_counter()
+    result = decode_file(task.image.path, size, decoder=decoder, skip_ids=skip)
+    return [result], time.perf_counter() - started
 
 
 def _ignore_interrupt() -> None:
@@ -122,12 +129,7 @@ class _Decoder:
             return pool.submit(_decode_chunk, jobs, size, decoder)
         (task,) = tasks
         skip = _Known(p.known_ids, p.live_ids.get(task.image.relpath))
-
-        def decode() -> tuple[list[DecodedFile], float]:
-            with p.times.timed("decode", 1):
-                return [decode_file(task.image.path, size, decoder=decoder, skip_ids=skip)], 0.0
-
-        return pool.submit(decode)
+        return pool.submit(_decode_one, task, size, decoder, skip)
 
     def __call__(self, tasks: list[Task], stop: StopOnSignal) -> Iterator[_Decoded]:
         chunks = (tasks[i : i + self.chunk] for i in range(0, len(tasks), self.chunk))
@@ -141,8 +143,7 @@ class _Decoder:
                 while ahead and not stop.signum:
                     chunk, future = ahead.popleft()
                     results, seconds = future.result()
-                    if self.processes:
-                        self.pipeline.times.add("decode", seconds, len(chunk))
+                    self.pipeline.times.add("decode", seconds, len(results))
                     for task, result in zip(chunk, results, strict=True):
                         yield _Decoded(task, result)
                     nxt = next(chunks, None)
@@ -172,6 +173,7 @@ class _Committer:
         self, writer: StoreWriter, committed: Callable[[list[Row]], None], times: StageTimes
     ) -> None:
         self.writer = writer
+        self.times = times
         self.committed = committed
         self.times = times
         self.jobs: queue.Queue[_Commit | None] = queue.Queue(maxsize=1)

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from classifiers.cli import main
 from featurestore import ExtractConfig, run_extract
 from featurestore.compute import ComputeError, run_precision
+from featurestore.exitcodes import REFUSED
 from featurestore.format import read_manifest
 from featurestore.hardware import NATIVE_BF16_ENV, auto_precision, cpu_flags, native_bf16
 from featurestore.info import format_info, store_info
@@ -72,9 +73,9 @@ def test_auto_is_pinned_by_the_store_and_refused_where_it_cannot_run_natively(
     result = CliRunner().invoke(
         main, ["extract", str(tiny_tree), "--store", str(store), "--weights", "random", "--input-size", "32"]
     )
-    assert result.exit_code == 5, result.output  # REFUSED
-    (line,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert result.exit_code == REFUSED, result.output
     assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert "mixed_bfloat16" in line and "natively" in line and "--rebuild --precision float32" in line
     assert read_manifest(store).generation == generation  # nothing committed
 
