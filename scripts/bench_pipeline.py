@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -45,11 +46,18 @@ class NoOpExtractor(Extractor):
         return {name: m[: len(images)] for name, m in maps.items()}
 
 
-def decode_alone(paths: list[Path], size: int, decoder: str) -> float:
-    started = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its reaped children (decode processes, once shut down)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def decode_alone(paths: list[Path], size: int, decoder: str) -> tuple[float, float]:
+    """Images per wall second and per CPU second (the rate of one core of its own)."""
+    started, cpu = time.perf_counter(), cpu_seconds()
     for path in paths:
         assert decode_file(path, size, decoder=decoder).pixels is not None
-    return len(paths) / (time.perf_counter() - started)
+    return len(paths) / (time.perf_counter() - started), len(paths) / (cpu_seconds() - cpu)
 
 
 def _decode_chunk(job: tuple[list[Path], int, str]) -> int:
@@ -70,13 +78,14 @@ def decode_in_processes(paths: list[Path], size: int, decoder: str, processes: i
     return len(paths) / seconds
 
 
-def pipeline_rate(source: Path, store: Path, extractor: Extractor, **kwargs: object) -> float:
+def pipeline_rate(source: Path, store: Path, extractor: Extractor, **kwargs: object) -> tuple[float, float]:
+    """Images per wall second and per CPU second of every process and thread of the run."""
     config = ExtractConfig(source=source, store=store, progress=False, **kwargs)  # type: ignore[arg-type]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     summary = run_extract(config, extractor)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     assert summary.failed == 0 and summary.computed == summary.discovered, summary
-    return summary.computed / seconds
+    return summary.computed / seconds, summary.computed / cpu
 
 
 def cosines(paths: list[Path], size: int, weights: str, batch_size: int) -> dict[str, float]:
@@ -113,10 +122,11 @@ def main() -> None:
         pipeline_rate(
             tmp / "warm", tmp / "warm-store", warm, input_size=args.size, batch_size=args.batch_size
         )
-        print(f"{n} real photos, input {args.size}px, batch {args.batch_size}; images/s")
+        print(f"{n} real photos, input {args.size}px, batch {args.batch_size}")
+        print("images/s of wall time; [images per CPU second: one core's rate, whatever the load]")
         print(
-            f"{'decoder':<10} {'(d) alone':>10} {'(d1) 1 proc':>12} {'(d2) 2 procs':>13} {'d2/d1':>6} "
-            f"{'(t) 2 threads':>14} {'(p1) 1 proc':>12} {'(p2) 2 procs':>13} {'p2/p1':>6}"
+            f"{'decoder':<10} {'(d) alone':>18} {'(d1) 1 proc':>12} {'(d2) 2 procs':>13} {'d2/d1':>6} "
+            f"{'(t) 2 threads':>14} {'(p1) 1 proc':>20} {'(p2) 2 procs':>13} {'p2/p1':>6}"
         )
         for decoder in DECODERS:
             noop = NoOpExtractor(
@@ -126,7 +136,7 @@ def main() -> None:
                 input_size=args.size, batch_size=args.batch_size, decoder=decoder, precision="float32"
             )
             decode_alone(paths[:8], args.size, decoder)  # warm the page cache and the plugins
-            d = decode_alone(paths, args.size, decoder)
+            d, d_cpu = decode_alone(paths, args.size, decoder)
             rates = {}
             for label, kwargs in (
                 ("t", dict(decode_in="threads", workers=2)),
@@ -138,10 +148,10 @@ def main() -> None:
                 )
             d1 = decode_in_processes(paths, args.size, decoder, 1)
             d2 = decode_in_processes(paths, args.size, decoder, 2)
-            p1, p2 = rates["p1"], rates["p2"]
+            (t, _), (p1, p1_cpu), (p2, _) = rates["t"], rates["p1"], rates["p2"]
             print(
-                f"{decoder:<10} {d:10.1f} {d1:12.1f} {d2:13.1f} {d2 / d1:5.2f}x "
-                f"{rates['t']:14.1f} {p1:12.1f} {p2:13.1f} {p2 / p1:5.2f}x"
+                f"{decoder:<10} {d:8.1f} [{d_cpu:7.1f}] {d1:12.1f} {d2:13.1f} {d2 / d1:5.2f}x "
+                f"{t:14.1f} {p1:10.1f} [{p1_cpu:7.1f}] {p2:13.1f} {p2 / p1:5.2f}x"
             )
         k = min(args.cosine_images, n)
         if not k:
