@@ -46,6 +46,7 @@ class BenchConfig:
     jobs: int = 1
     features: str | None = None
     progress: bool | None = None
+    stream: bool | None = None  # read pooled batches; None: when the maps would not fit
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", Path(self.store))
@@ -78,6 +79,7 @@ class BenchConfig:
             "seed": self.seed,
             "jobs": self.jobs,
             "features": self.features,
+            "stream": self.stream,
         }
 
 
