@@ -723,7 +723,8 @@ def bench(
     type=click.Choice(FINETUNE_PRECISIONS),
     default=default(FinetuneConfig, "precision"),
     show_default=True,
-    help="auto: mixed_bfloat16 on a GPU, else float32.",
+    help="auto: mixed_bfloat16 where the hardware runs it natively (GPU, CPU with "
+    "AVX512_BF16/AMX), else float32.",
 )
 @click.option(
     "--seed", type=click.IntRange(min=0), default=default(FinetuneConfig, "seed"), show_default=True

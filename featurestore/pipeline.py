@@ -175,6 +175,7 @@ class _Committer:
         self.writer = writer
         self.times = times
         self.committed = committed
+        self.times = times
         self.jobs: queue.Queue[_Commit | None] = queue.Queue(maxsize=1)
         self.failed = False
         self._error: BaseException | None = None
