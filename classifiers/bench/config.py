@@ -47,6 +47,7 @@ class BenchConfig:
     jobs: int = 1
     features: str | None = None
     progress: bool | None = None
+    stream: bool | None = None  # read pooled batches; None: when the maps would not fit
     engine: str = "local"  # "ray": the cells as Ray tasks (classifiers.bench.ray_cells)
     ray_address: str | None = None
 
@@ -84,6 +85,7 @@ class BenchConfig:
             "seed": self.seed,
             "jobs": self.jobs,
             "features": self.features,
+            "stream": self.stream,
         }
 
 

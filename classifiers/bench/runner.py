@@ -187,7 +187,13 @@ def _run(config: BenchConfig) -> BenchResult:
 
     started = time.perf_counter()
     variants = expand_variants(config)  # bad names and values fail before the data is read
-    data = load_data(config.store, config.folds)
+    data = load_data(
+        config.store,
+        config.folds,
+        stream=config.stream,
+        reads=[variant.reads for variant in variants],
+        say=lambda line: print(f"bench: {line}", file=sys.stderr),
+    )
     folds = make_folds(data.y, data.ids, config.folds, config.repeats, config.seed)
     cells_dir = config.out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
