@@ -39,6 +39,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: importing that module here would import scikit-learn for --help).
 FEATURE_MODES = ("flatten", "avg", "max")
 CLASSIFIER_HELP = "dense, gap, logreg, linear-svm, rbf-svm, random-forest, hist-gb or knn."
+#: `classifiers.fit_data.FIT_ON` and `classifiers.tta.TTA_MODES` (a test keeps them equal).
+FIT_ON = ("train", "train+validation")
+TTA_MODES = ("none", "flip")
 
 
 def default(config: type, name: str) -> Any:
@@ -291,6 +294,22 @@ def weights_import_onnx() -> None:
     default=None,
     help="Also train on the flipped views of a --flip-views store (default: when it has them).",
 )
+@click.option(
+    "--fit-on",
+    type=click.Choice(FIT_ON),
+    default="train",
+    show_default=True,
+    help="Splits to fit on; train+validation (the final model, once the settings are chosen) "
+    "stops Keras heads early on an inner split and scores test only.",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(TTA_MODES),
+    default="none",
+    show_default=True,
+    help="Test-time flips: average each image's probabilities with its mirror image's "
+    "(needs a --flip-views store); recorded in the model, which predict then follows.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
 def train(
@@ -301,6 +320,8 @@ def train(
     features: str | None,
     config: Path | None,
     flips: bool | None,
+    fit_on: str,
+    tta: str,
     overwrite: bool,
     as_json: bool,
 ) -> None:
@@ -315,7 +336,15 @@ def train(
     with user_errors():
         name, chosen_features, chosen_params = training_settings(config, classifier, features, params)
         report = train_from_store(
-            store, name, out, chosen_params, chosen_features, flips=flips, overwrite=overwrite
+            store,
+            name,
+            out,
+            chosen_params,
+            chosen_features,
+            flips=flips,
+            fit_on=fit_on,
+            tta=tta,
+            overwrite=overwrite,
         )
     click.echo(report.summary())
     if as_json:
@@ -334,8 +363,15 @@ def train(
     show_default=True,
     help="Backbone weights for new images; must match the model's features.",
 )
+@click.option(
+    "--tta",
+    type=click.Choice(TTA_MODES),
+    default=None,
+    help="Test-time flips: average over each image and its mirror image (default: as the model "
+    "was trained, see train --tta).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object last.")
-def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -> None:
+def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None, as_json: bool) -> None:
     """Predict with MODEL on SOURCE: an image, a folder (labeled or not), a CSV manifest or a
     store. Bad images get a row with the reason in the `error` column."""
     from classifiers.model_file import load_model
@@ -343,7 +379,7 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
 
     with user_errors():
         saved = load_model(model)
-        rows = predict_rows(saved, source, weights=weights)
+        rows = predict_rows(saved, source, weights=weights, tta=tta)
         write_csv(rows, saved.class_names, out)
     summary = summarize(rows, out)
     accuracy = summary["accuracy"]

@@ -14,11 +14,13 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from classifiers.errors import TrainError
+from classifiers.fit_data import Split, fit_data
 from classifiers.keras_heads import KerasHead
-from classifiers.metrics import evaluate, format_metrics
+from classifiers.metrics import format_metrics
 from classifiers.model_file import check_destination, jsonable, save_model
 from classifiers.plots import plot_confusion_matrix, plot_training_curves
 from classifiers.registry import current_params, default_features, final_estimator, make_classifier
+from classifiers.tta import check_tta, evaluate_views
 from featurestore.errors import FeaturestoreError
 
 __all__ = ["EVAL_SPLITS", "TrainError", "TrainReport", "fit_estimator", "train_from_store"]
@@ -96,13 +98,6 @@ def fit_estimator(
     return estimator
 
 
-def _labeled(feature_set: Any) -> tuple[np.ndarray, np.ndarray]:
-    keep = feature_set.labels >= 0
-    if keep.all():  # the usual case: no copy of the features
-        return feature_set.features, feature_set.labels
-    return feature_set.features[keep], feature_set.labels[keep]
-
-
 def train_from_store(
     store_path: str | Path,
     classifier: str,
@@ -111,6 +106,8 @@ def train_from_store(
     features: str | None = None,
     *,
     flips: bool | None = None,
+    fit_on: str = "train",
+    tta: str = "none",
     overwrite: bool = False,
 ) -> TrainReport:
     """Train `classifier` on the store's train split and save it to the folder `out`.
@@ -122,7 +119,12 @@ def train_from_store(
     `flips` adds the maps of the horizontally flipped training images (a store extracted with
     ``--flip-views``) to the training rows: free augmentation, since a mirrored cat is a cat.
     None uses them whenever the store has them. Validation and test are always scored on the
-    images as they are, like new images at prediction time.
+    images as they are, like new images at prediction time, unless `tta` is ``"flip"``: then
+    each scored image's probabilities are averaged with its flipped view's (a store with
+    flipped views), and the model records it so that `predict` does the same.
+
+    `fit_on` ``"train+validation"`` fits the final model on both splits (a Keras head stops
+    early on an inner split of them) and scores test only (`classifiers.fit_data`).
 
     Raises `TrainError`, `ParamError`, `ModelFileError` or `featurestore.StoreError` (all
     `featurestore.FeaturestoreError`).
@@ -138,35 +140,33 @@ def train_from_store(
         raise TrainError(
             f"{store_path}: a classifier needs at least 2 classes, the store has {len(class_names)}"
         )
-    # Whole-split reads: the store reads each split as contiguous slices, fast.
-    splits = {split: _labeled(store.load(split)) for split in ("train", *EVAL_SPLITS)}
-    X, y = splits["train"]
     has_flips = bool(store.fingerprint.flip_views)
     if flips and not has_flips:
         raise TrainError(f"{store_path}: no flipped views to train on (extract with --flip-views)")
+    if check_tta(tta) == "flip" and not has_flips:
+        raise TrainError(f"{store_path}: --tta flip needs the flipped views of a --flip-views store")
     use_flips = has_flips if flips is None else flips
-    if use_flips:
-        X_flipped, y_flipped = _labeled(store.load("train", flipped=True))
-        X, y = np.concatenate([X, X_flipped]), np.concatenate([y, y_flipped])
+    keras = isinstance(final_estimator(estimator), KerasHead)
+    # Whole-split reads: the store reads each split as contiguous slices, fast.
+    data = fit_data(store, fit_on, flips=use_flips, tta=tta == "flip", early_stopping=keras)
+    X, y = data.X, data.y
     present = np.unique(y)
     if len(present) < 2:
         raise TrainError(
-            f"{store_path}: the train split has labeled rows of {len(present)} class(es); "
+            f"{store_path}: the {fit_on} split has labeled rows of {len(present)} class(es); "
             "a classifier needs at least 2"
         )
-    X_val, y_val = splits["validation"]
     with _refused_settings(classifier):
         fit_started = time.perf_counter()
-        fit_estimator(estimator, X, y, validation=(X_val, y_val) if len(y_val) else None)
+        fit_estimator(estimator, X, y, validation=data.validation)
         fit_seconds = time.perf_counter() - fit_started
         metrics = {
-            split: evaluate(estimator, *splits[split], class_names)
-            for split in EVAL_SPLITS
-            if len(splits[split][1])
+            split: evaluate_views(estimator, _views(rows, tta), rows.y, class_names)
+            for split, rows in data.scored.items()
         }
     effective_features = features or default_features(classifier)
     chosen = jsonable(current_params(estimator))
-    training: dict[str, Any] = {"flipped_views": use_flips}
+    training: dict[str, Any] = {"flipped_views": use_flips, **data.info, "tta": tta}
     head = final_estimator(estimator)
     if isinstance(head, KerasHead):
         training |= {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_}
@@ -182,6 +182,7 @@ def train_from_store(
         training=training,
         fingerprint=store.fingerprint.to_dict(),
         store_digest=store.digest,
+        extra={"tta": tta},
         extras=lambda folder: plots.update(_plots(estimator, metrics, class_names, folder, classifier)),
         overwrite=overwrite,
     )
@@ -192,11 +193,15 @@ def train_from_store(
         model_path=model_path,
         metrics=metrics,
         plots={name: model_path / path.name for name, path in plots.items()},
-        counts={split: len(labels) for split, (_, labels) in splits.items()},
+        counts={fit_on: data.info["fit_images"], **{split: len(rows) for split, rows in data.scored.items()}},
         fit_seconds=fit_seconds,
         seconds=time.perf_counter() - started,
         training=training,
     )
+
+
+def _views(rows: Split, tta: str) -> list[np.ndarray]:
+    return [rows.X, rows.flipped] if tta == "flip" and rows.flipped is not None else [rows.X]
 
 
 def _plots(
