@@ -22,6 +22,8 @@ from typing import Any
 import click
 
 from classifiers.bench.config import BenchConfig
+from classifiers.bench.settings import FLIP_CHOICES as BENCH_FLIPS
+from classifiers.bench.settings import TTA_CHOICES as BENCH_TTA
 from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
 from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
@@ -38,7 +40,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: The feature transforms of `classifiers.transforms.FEATURE_MODES` (a test keeps them equal;
 #: importing that module here would import scikit-learn for --help).
 FEATURE_MODES = ("flatten", "avg", "max")
-CLASSIFIER_HELP = "dense, gap, logreg, linear-svm, rbf-svm, random-forest, hist-gb or knn."
+CLASSIFIER_HELP = (
+    "dense, gap, logreg, linear-svm, rbf-svm, random-forest, hist-gb, knn, or the ensembles stack and vote."
+)
 #: `classifiers.fit_data.FIT_ON` and `classifiers.tta.TTA_MODES` (a test keeps them equal).
 FIT_ON = ("train", "train+validation")
 TTA_MODES = ("none", "flip")
@@ -390,7 +394,7 @@ def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None,
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
     required=True,
@@ -446,15 +450,33 @@ def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None,
     default=None,
     help="Feature transform for every classifier that takes one (default: each its own).",
 )
+@click.option(
+    "--flips",
+    type=click.Choice(BENCH_FLIPS),
+    default=default(BenchConfig, "flips"),
+    show_default=True,
+    help="Also fit on the flipped views of the training images (--flip-views stores); both: a row each.",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(BENCH_TTA),
+    default=default(BenchConfig, "tta"),
+    show_default=True,
+    help="Test-time flips: average each image's probabilities with its mirror's; both: a row each.",
+)
 def bench(
-    store: Path,
+    stores: tuple[Path, ...],
     out: Path,
     classifiers: str | None,
     grid: tuple[str, ...],
     grid_file: Path | None,
     **options: Any,
 ) -> None:
-    """Compare classifiers on identical folds of STORE; leaderboard in OUT (csv, md, json, png)."""
+    """Compare classifiers on identical folds of STORES; leaderboard in OUT (csv, md, json, png).
+
+    Several stores of the same images (150 vs 224 px, float32 vs float16) are compared on the
+    same folds of the images they share, each row with its extraction cost per image.
+    """
     from classifiers.bench.config import load_grid_file, merge_grids, parse_grid
     from classifiers.bench.report import format_table
     from classifiers.bench.runner import run_benchmark
@@ -462,7 +484,8 @@ def bench(
     with user_errors():
         names = None if classifiers is None else tuple(n.strip() for n in classifiers.split(",") if n.strip())
         config = BenchConfig(
-            store=store,
+            store=stores[0],
+            stores=stores[1:],
             out=out,
             classifiers=names,
             grid=merge_grids(load_grid_file(grid_file) if grid_file else {}, parse_grid(grid)),

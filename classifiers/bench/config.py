@@ -46,9 +46,19 @@ class BenchConfig:
     jobs: int = 1
     features: str | None = None
     progress: bool | None = None
+    stores: tuple[Path, ...] = ()  # more stores of the same images, compared on the same folds
+    flips: str = "no"  # fit on the mirrored training views too: no, yes or both
+    tta: str = "none"  # test-time flips: none, flip or both
 
     def __post_init__(self) -> None:
+        from classifiers.bench.settings import FLIP_CHOICES, TTA_CHOICES
+
         object.__setattr__(self, "store", Path(self.store))
+        object.__setattr__(self, "stores", tuple(Path(p) for p in self.stores))
+        if self.flips not in FLIP_CHOICES:
+            raise ConfigError(f"--flips must be one of {', '.join(FLIP_CHOICES)}, not {self.flips!r}")
+        if self.tta not in TTA_CHOICES:
+            raise ConfigError(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {self.tta!r}")
         object.__setattr__(self, "out", Path(self.out))
         if self.classifiers is not None:
             object.__setattr__(self, "classifiers", tuple(self.classifiers))
@@ -78,6 +88,9 @@ class BenchConfig:
             "seed": self.seed,
             "jobs": self.jobs,
             "features": self.features,
+            "stores": [str(p) for p in self.stores],
+            "flips": self.flips,
+            "tta": self.tta,
         }
 
 
@@ -92,6 +105,7 @@ class Variant:
     reads: str  # what the classifier reads, for people: flatten, avg, max or maps
     grid: str | None = None  # the registry name whose grid produced it, None for a plain row
     grid_size: int = 1
+    setting: str = ""  # the feature setting's label (`classifiers.bench.settings`); "" when one
 
 
 def _text(value: Any) -> str:
