@@ -12,14 +12,18 @@ import dataclasses
 import time
 from pathlib import Path
 
+from featurestore.compute import run_precision
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
+from featurestore.hardware import device_kind
 from featurestore.lock import FolderLock, store_lock
 from featurestore.pipeline import Pipeline, PipelineSettings
 from featurestore.plan import plan_extraction
+from featurestore.progress import Progress
 from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, discover
+from featurestore.stages import StageTimes
 from featurestore.store import FeatureStore
 from featurestore.writer import StoreWriter
 
@@ -45,6 +49,8 @@ class ExtractSummary:
     images_per_s: float
     store_bytes: int
     failures: dict[str, str]
+    # seconds, images and images/s of discover, plan, decode, model, write and total
+    stages: dict[str, dict[str, float | int | None]] = dataclasses.field(default_factory=dict)
 
     def line(self) -> str:
         return (
@@ -59,22 +65,30 @@ class ExtractSummary:
 def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> ExtractSummary:
     """Run one extraction; see the module docstring. Returns the summary."""
     started = time.perf_counter()
-    source = discover(config.source, labels=config.labels)
+    times = StageTimes()
+    with times.timed("discover"):
+        source = discover(config.source, labels=config.labels)
     Path(config.store).mkdir(parents=True, exist_ok=True)
     with store_lock(Path(config.store)) as lock:  # refuse a second writer before any costly work
-        return _extract_locked(config, source, extractor, lock, started)
+        return _extract_locked(config, source, extractor, lock, started, times)
 
 
 def _extract_locked(
-    config: ExtractConfig, source: Source, extractor: Extractor | None, lock: FolderLock, started: float
+    config: ExtractConfig,
+    source: Source,
+    extractor: Extractor | None,
+    lock: FolderLock,
+    started: float,
+    times: StageTimes,
 ) -> ExtractSummary:
     extractor = extractor or Extractor(
         weights=config.weights,
         input_size=config.input_size,
         extra_layers=config.extra_layers,
         dtype=config.dtype,
-        precision=config.precision,
+        precision=run_precision(config.precision, config.store, rebuild=config.rebuild),
         flip_views=config.flip_views,
+        decoder=config.decoder,
         batch_size=config.batch_size,
     )
     with StoreWriter(
@@ -88,9 +102,15 @@ def _extract_locked(
     ) as writer:
         assert writer.manifest is not None
         current = FeatureStore(writer.path, writer.manifest)
-        plan = plan_extraction(source, current, rehash=config.rehash)
+        with times.timed("plan"):
+            plan = plan_extraction(source, current, rehash=config.rehash)
         skipped = {relpath: {"reason": reason} for relpath, reason in source.skipped}
-        run = Pipeline(_settings(config), extractor, writer, current)
+        progress = Progress(
+            len(plan.tasks), label="extract", interval=config.progress_interval, enabled=config.progress
+        )
+        run = Pipeline(
+            _settings(config, bool(plan.tasks)), extractor, writer, current, times=times, progress=progress
+        )
         with StopOnSignal() as stop:
             try:
                 run.process(plan.tasks, stop)
@@ -99,6 +119,7 @@ def _extract_locked(
             if stop.signum:
                 raise ExtractInterrupted(stop.signum)
     seconds = time.perf_counter() - started
+    times.add("total", seconds, run.computed)
     return ExtractSummary(
         discovered=len(source.images) + len(source.skipped),
         new=plan.count("new"),
@@ -115,11 +136,16 @@ def _extract_locked(
             **{k: v["reason"] for k, v in run.failures.items()},
             **{k: v["reason"] for k, v in skipped.items()},
         },
+        stages=times.to_dict(),
     )
 
 
-def _settings(config: ExtractConfig) -> PipelineSettings:
+def _settings(config: ExtractConfig, has_tasks: bool) -> PipelineSettings:
+    decode_in = config.decode_in
+    if decode_in == "auto":  # the device probe imports the backend: only when there is work
+        decode_in = "processes" if has_tasks and device_kind() == "gpu" else "threads"
     return PipelineSettings(
+        decode_in=decode_in,
         input_size=config.input_size,
         batch_size=config.batch_size,
         workers=config.workers,

@@ -44,6 +44,11 @@ def format_info(report: dict[str, Any]) -> str:
         f"fingerprint {report['fingerprint_digest'][:16]}: {fp['backbone']} {fp['layer']} "
         f"{fp['input_size']}px {fp['interpolation']} {fp['dtype']} weights {fp['weights_sha256'][:16]}"
     )
+    versions = fp.get("library_versions", {})
+    lines.append(
+        f"computed in {fp['precision']} by keras backend {versions.get('keras_backend', '?')} "
+        f"on {versions.get('device', '?')}, decoder {fp.get('decoder', 'pil')}"
+    )
     lines.append(f"failures {len(report['failures'])}")
     lines.extend(f"  {path}: {failure['reason']}" for path, failure in sorted(report["failures"].items()))
     return "\n".join(lines)
