@@ -9,8 +9,8 @@ share, sorted by id (`classifiers.bench.folds.common_images`), so that the leade
 feature sets image for image.
 
 Cost per image: the seconds its extractions took per computed image (from the store's run
-history, ``STORE/runs/``; n/a when it has none) and the bytes the store keeps per live image
-(manifest and pieces, flipped views and extra layers included).
+history, ``STORE/runs/``; n/a when it has none) and the bytes of the maps it keeps per image
+(every layer and view, at the storage dtype).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from classifiers.errors import BenchError
 
@@ -87,11 +89,17 @@ def store_cost(store: Any, store_dir: Path) -> dict[str, Any]:
             seconds += float(record["seconds"])
             computed += int(counts["computed"])
     fp = store.fingerprint
+    itemsize = 2 if fp.dtype == "float16" else 4
+    views = (False, True) if fp.flip_views else (False,)
+    maps = sum(int(np.prod(store.map_shape(layer, flipped=f))) for layer in fp.layers for f in views)
     return {
         "input_size": fp.input_size,
         "dtype": fp.dtype,
         "flip_views": fp.flip_views,
         "images": images,
         "extract_seconds_per_image": seconds / computed if computed else None,
-        "bytes_per_image": store_bytes(store_dir) / images if images else None,
+        # The maps each image keeps (all layers and views): what the store grows by per image,
+        # whatever rows of replaced or deleted images its pieces still hold.
+        "bytes_per_image": maps * itemsize,
+        "store_bytes": store_bytes(store_dir),
     }
