@@ -174,12 +174,15 @@ def expand_variants(config: BenchConfig) -> list[Variant]:
     Raises `ParamError`/`BenchError` for an unknown classifier, parameter, value or feature
     mode, before any data is read.
     """
+    from classifiers.ensembles import ENSEMBLES
     from classifiers.registry import available, make_classifier, parse_params
     from classifiers.transforms import FEATURE_MODES
 
     if config.features is not None and config.features not in FEATURE_MODES:
         raise BenchError(f"unknown --features {config.features!r}; choose from {', '.join(FEATURE_MODES)}")
-    names = list(config.classifiers) if config.classifiers is not None else available()
+    # The ensembles refit their members per inner fold: only when named.
+    default = [name for name in available() if name not in ENSEMBLES]
+    names = list(config.classifiers) if config.classifiers is not None else default
     names += [name for name in config.grid if name not in names]
     variants: list[Variant] = []
     for name in names:
