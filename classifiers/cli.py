@@ -176,6 +176,11 @@ def main() -> None:
 @click.option("--rebuild", is_flag=True, help="Recompute everything if the settings changed.")
 @click.option("--rehash", is_flag=True, help="Hash every file instead of trusting size and mtime.")
 @click.option(
+    "--repair",
+    is_flag=True,
+    help="Check every piece's checksum first; recompute the rows of damaged or missing pieces.",
+)
+@click.option(
     "--commit-every",
     type=click.IntRange(min=1),
     default=default(ExtractConfig, "commit_every"),
@@ -294,6 +299,44 @@ def export(store: Path, out: Path) -> None:
     with user_errors():
         n = export_store(open_store(store), out)
     click.echo(f"wrote {n} rows to {out}")
+
+
+class DurationType(click.ParamType):
+    """A duration: 0, 90s, 15m, 12h, 7d."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from featurestore.duration import DurationError, parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except DurationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--retain",
+    "retain_seconds",
+    type=DurationType(),
+    default="1d",
+    show_default=True,
+    help="Keep replaced pieces this long for readers that opened the store before.",
+)
+def compact(store: Path, retain_seconds: float) -> None:
+    """Rewrite STORE's small and dirty pieces into few large ones, dropping dead rows."""
+    from featurestore.compact import compact_store
+    from featurestore.recorded import recorded_job
+    from featurestore.run_fields import compact_fields
+
+    with user_errors(), recorded_job(store, "compact") as run:  # in STORE/runs/ (featurestore runs)
+        summary = compact_store(store, retain_seconds=retain_seconds)
+        run.update(**compact_fields(dataclasses.asdict(summary)))
+    click.echo(summary.line())
 
 
 # -- run history and the report (docs/nightly.md) ---------------------------------------
@@ -434,6 +477,13 @@ def weights_import_onnx() -> None:
     "(needs a --flip-views store); recorded in the model, which predict then follows.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in batches rather than whole splits (default: when the maps would not "
+    "fit in the available memory).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
 # -- the retrain gate and the run record (docs/nightly.md) --
 @click.option(
@@ -464,6 +514,7 @@ def train(
     fit_on: str,
     tta: str,
     overwrite: bool,
+    stream: bool | None,
     as_json: bool,
     baseline: Path | None,
     min_accuracy: float | None,
@@ -497,6 +548,8 @@ def train(
                 fit_on=fit_on,
                 tta=tta,
                 overwrite=overwrite,
+                stream=stream,
+                say=lambda line: click.echo(line, err=True),
             )
             decision = None
             if baseline is not None or min_accuracy is not None:
@@ -608,6 +661,12 @@ def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None,
     help="Feature transform for every classifier that takes one (default: each its own).",
 )
 @click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in pooled batches (default: when the maps would not fit in memory).",
+)
+@click.option(
     "--flips",
     type=click.Choice(BENCH_FLIPS),
     default=default(BenchConfig, "flips"),
@@ -717,7 +776,8 @@ def bench(
     type=click.Choice(FINETUNE_PRECISIONS),
     default=default(FinetuneConfig, "precision"),
     show_default=True,
-    help="auto: mixed_bfloat16 on a GPU, else float32.",
+    help="auto: mixed_bfloat16 where the hardware runs it natively (GPU, CPU with "
+    "AVX512_BF16/AMX), else float32.",
 )
 @click.option(
     "--seed", type=click.IntRange(min=0), default=default(FinetuneConfig, "seed"), show_default=True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,11 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from classifiers import streaming
 from classifiers.errors import TrainError
 from classifiers.fit_data import Split, fit_data
 from classifiers.keras_heads import KerasHead
-from classifiers.metrics import format_metrics
+from classifiers.metrics import format_metrics, metrics_from_proba
 from classifiers.model_file import check_destination, jsonable, save_model
 from classifiers.plots import plot_confusion_matrix, plot_training_curves
 from classifiers.registry import current_params, default_features, final_estimator, make_classifier
@@ -109,6 +110,8 @@ def train_from_store(
     fit_on: str = "train",
     tta: str = "none",
     overwrite: bool = False,
+    stream: bool | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> TrainReport:
     """Train `classifier` on the store's train split and save it to the folder `out`.
 
@@ -125,6 +128,10 @@ def train_from_store(
 
     `fit_on` ``"train+validation"`` fits the final model on both splits (a Keras head stops
     early on an inner split of them) and scores test only (`classifiers.fit_data`).
+
+    `stream` reads the store in batches instead of whole splits (`classifiers.streaming`);
+    None (the default) streams when the maps would not fit in the available memory. When it
+    streams, `say` gets one line that says so and why.
 
     Raises `TrainError`, `ParamError`, `ModelFileError` or `featurestore.StoreError` (all
     `featurestore.FeaturestoreError`).
@@ -146,27 +153,30 @@ def train_from_store(
     if check_tta(tta) == "flip" and not has_flips:
         raise TrainError(f"{store_path}: --tta flip needs the flipped views of a --flip-views store")
     use_flips = has_flips if flips is None else flips
-    keras = isinstance(final_estimator(estimator), KerasHead)
-    # Whole-split reads: the store reads each split as contiguous slices, fast.
-    data = fit_data(store, fit_on, flips=use_flips, tta=tta == "flip", early_stopping=keras)
-    X, y = data.X, data.y
-    present = np.unique(y)
-    if len(present) < 2:
-        raise TrainError(
-            f"{store_path}: the {fit_on} split has labeled rows of {len(present)} class(es); "
-            "a classifier needs at least 2"
+    train_sources = [("train", False), *([("train", True)] if use_flips else [])]
+    decision = streaming.decide(
+        streaming.maps_bytes(store, [*train_sources, *((split, False) for split in EVAL_SPLITS)]),
+        "the train, validation and test maps",
+        stream,
+    )
+    if decision.stream:
+        if fit_on != "train" or tta != "none":
+            raise TrainError(
+                f"{store_path}: --fit-on {fit_on} and --tta {tta} read whole splits; they are not "
+                "streamed (--no-stream)"
+            )
+        if say is not None:
+            say(decision.message)
+        fit_seconds, metrics, counts, notes = _fit_streamed(
+            estimator, store, train_sources, classifier, class_names, decision, store_path
         )
-    with _refused_settings(classifier):
-        fit_started = time.perf_counter()
-        fit_estimator(estimator, X, y, validation=data.validation)
-        fit_seconds = time.perf_counter() - fit_started
-        metrics = {
-            split: evaluate_views(estimator, _views(rows, tta), rows.y, class_names)
-            for split, rows in data.scored.items()
-        }
+    else:
+        fit_seconds, metrics, counts, notes = _fit_in_memory(
+            estimator, store, use_flips, classifier, class_names, store_path, fit_on, tta
+        )
     effective_features = features or default_features(classifier)
     chosen = jsonable(current_params(estimator))
-    training: dict[str, Any] = {"flipped_views": use_flips, **data.info, "tta": tta}
+    training: dict[str, Any] = {"flipped_views": use_flips, "streamed": decision.stream, **notes, "tta": tta}
     head = final_estimator(estimator)
     if isinstance(head, KerasHead):
         training |= {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_}
@@ -193,7 +203,7 @@ def train_from_store(
         model_path=model_path,
         metrics=metrics,
         plots={name: model_path / path.name for name, path in plots.items()},
-        counts={fit_on: data.info["fit_images"], **{split: len(rows) for split, rows in data.scored.items()}},
+        counts=counts,
         fit_seconds=fit_seconds,
         seconds=time.perf_counter() - started,
         training=training,
@@ -202,6 +212,79 @@ def train_from_store(
 
 def _views(rows: Split, tta: str) -> list[np.ndarray]:
     return [rows.X, rows.flipped] if tta == "flip" and rows.flipped is not None else [rows.X]
+
+
+def _check_classes(y: np.ndarray, store_path: str | Path, fit_on: str = "train") -> None:
+    present = np.unique(y)
+    if len(present) < 2:
+        raise TrainError(
+            f"{store_path}: the {fit_on} split has labeled rows of {len(present)} class(es); "
+            "a classifier needs at least 2"
+        )
+
+
+def _fit_in_memory(
+    estimator: BaseEstimator,
+    store: Any,
+    use_flips: bool,
+    classifier: str,
+    class_names: tuple[str, ...],
+    store_path: str | Path,
+    fit_on: str = "train",
+    tta: str = "none",
+) -> tuple[float, dict[str, dict[str, Any]], dict[str, int], dict[str, Any]]:
+    """Whole-split reads (contiguous slices, fast), fit, evaluate: (fit seconds, metrics, rows,
+    notes for the training record); the rows come from `classifiers.fit_data`."""
+    keras = isinstance(final_estimator(estimator), KerasHead)
+    data = fit_data(store, fit_on, flips=use_flips, tta=tta == "flip", early_stopping=keras)
+    _check_classes(data.y, store_path, fit_on)
+    with _refused_settings(classifier):
+        fit_started = time.perf_counter()
+        fit_estimator(estimator, data.X, data.y, validation=data.validation)
+        fit_seconds = time.perf_counter() - fit_started
+        metrics = {
+            split: evaluate_views(estimator, _views(rows, tta), rows.y, class_names)
+            for split, rows in data.scored.items()
+        }
+    counts = {fit_on: data.info["fit_images"], **{split: len(rows) for split, rows in data.scored.items()}}
+    return fit_seconds, metrics, counts, data.info
+
+
+def _fit_streamed(
+    estimator: BaseEstimator,
+    store: Any,
+    train_sources: list[tuple[str, bool]],
+    classifier: str,
+    class_names: tuple[str, ...],
+    decision: streaming.StreamDecision,
+    store_path: str | Path,
+) -> tuple[float, dict[str, dict[str, Any]], dict[str, int], dict[str, Any]]:
+    """The same, reading the store in batches (`classifiers.streaming`); also notes for the
+    model's training record (a head's one-time copy of its splits, in seconds)."""
+    notes: dict[str, Any] = {}
+    counts = {split: streaming.labeled_rows(store, split) for split in ("train", *EVAL_SPLITS)}
+    per_class = streaming.split_counts(store)["train"]
+    _check_classes(np.array([label for label in class_names if per_class.get(label)]), store_path)
+    with _refused_settings(classifier):
+        fit_started = time.perf_counter()
+        validate = counts["validation"] > 0
+        if isinstance(estimator, KerasHead):  # a head on the maps: a shuffled PyDataset
+            from classifiers.store_dataset import fit_head
+
+            copy_seconds = fit_head(estimator, store, train_sources, validate=validate)
+            notes["stream_copy_seconds"] = round(copy_seconds, 3)
+        else:  # a pipeline: transformed (pooled) while reading
+            budget = int(streaming.STREAM_FRACTION * decision.available)
+            streaming.fit_streamed(
+                estimator, store, train_sources, validate=validate, budget=budget, classifier=classifier
+            )
+        fit_seconds = time.perf_counter() - fit_started
+        metrics = {}
+        for split in EVAL_SPLITS:
+            if counts[split]:
+                proba, y = streaming.split_proba(estimator, store, split, len(class_names))
+                metrics[split] = metrics_from_proba(y, proba, class_names)
+    return fit_seconds, metrics, counts, notes
 
 
 def _plots(

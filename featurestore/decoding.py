@@ -44,6 +44,8 @@ def decode_file(
         data, stat = read_file(path)
     except OSError as exc:
         return DecodedFile(error=f"cannot read file ({exc.strerror or exc})")
+    except ImageError as exc:
+        return DecodedFile(error=str(exc))
     image_id = hashlib.sha256(data).hexdigest()
     result = DecodedFile(image_id=image_id, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
     if image_id in skip_ids:

@@ -9,9 +9,12 @@ ExtractInterrupted.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from featurestore.compact import drop_pieces, maybe_compact
 from featurestore.compute import run_precision
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
@@ -25,14 +28,17 @@ from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, discover
 from featurestore.stages import StageTimes
 from featurestore.store import FeatureStore
+from featurestore.verify import damaged_pieces
 from featurestore.writer import StoreWriter
 
 
 class ExtractInterrupted(JobInterrupted):
-    """Stopped by a signal after committing the finished work."""
+    """Stopped by a signal after committing the finished work; `record_fields` are the run
+    record's counts and stages of what was done (featurestore.runs)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, record_fields: dict[str, Any] | None = None) -> None:
         super().__init__(signum, "finished work is committed")
+        self.record_fields = record_fields or {}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -101,6 +107,8 @@ def _extract_locked(
         lock=lock,
     ) as writer:
         assert writer.manifest is not None
+        if config.repair:
+            _repair(writer)
         current = FeatureStore(writer.path, writer.manifest)
         with times.timed("plan"):
             plan = plan_extraction(source, current, rehash=config.rehash)
@@ -117,7 +125,10 @@ def _extract_locked(
             finally:
                 run.flush(deleted=plan.deleted, failures=skipped, force=True)
             if stop.signum:
-                raise ExtractInterrupted(stop.signum)
+                times.add("total", time.perf_counter() - started, run.computed)
+                done = {"computed": run.computed, "failed": len(run.failures)}
+                raise ExtractInterrupted(stop.signum, {"counts": done, "stages": times.to_dict()})
+        maybe_compact(writer)  # past its thresholds (see `featurestore info`)
     seconds = time.perf_counter() - started
     times.add("total", seconds, run.computed)
     return ExtractSummary(
@@ -138,6 +149,19 @@ def _extract_locked(
         },
         stages=times.to_dict(),
     )
+
+
+def _repair(writer: StoreWriter) -> None:
+    """Drop the committed pieces whose bytes differ from the manifest: their rows are then
+    missing from the store, so this run recomputes them (no --rebuild needed)."""
+    damaged = damaged_pieces(writer.path)
+    if damaged:
+        rows = drop_pieces(writer, set(damaged))
+        for file, reason in sorted(damaged.items()):
+            print(f"repair: {file}: {reason}; its rows are recomputed", file=sys.stderr)
+        print(
+            f"repair: {len(damaged)} damaged pieces dropped, {rows} live rows to recompute", file=sys.stderr
+        )
 
 
 def _settings(config: ExtractConfig, has_tasks: bool) -> PipelineSettings:

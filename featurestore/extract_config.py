@@ -39,6 +39,7 @@ class ExtractConfig:
     labels: str | None = "inferred"
     rebuild: bool = False
     rehash: bool = False
+    repair: bool = False  # drop damaged pieces first (sha256 check); their rows are recomputed
     commit_every: int = 512
     commit_seconds: float = 60.0
     progress: bool = True

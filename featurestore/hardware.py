@@ -80,7 +80,10 @@ def device_kind() -> str:
     elif backend == "tensorflow":
         import tensorflow as tf  # the one backend probe; model code stays backend-neutral
 
-        found = bool(tf.config.list_physical_devices("GPU"))
+        from featurestore.quiet import filtered_native_stderr
+
+        with filtered_native_stderr():
+            found = bool(tf.config.list_physical_devices("GPU"))
     else:
         found = False
     return "gpu" if found else "cpu"

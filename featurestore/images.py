@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_DECODER",
     "DEFAULT_MAX_PIXELS",
     "INTERPOLATION",
+    "MAX_FILE_BYTES",
     "ImageError",
     "decode_image",
     "load_image",
@@ -42,6 +43,10 @@ INTERPOLATION = "pil-bilinear"
 # Pillow's own default `Image.MAX_IMAGE_PIXELS`; we apply the limit ourselves, per call, instead
 # of changing Pillow's process-wide setting.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+# Files are read whole (hashed and decoded from one read); nothing within the pixel limit
+# comes near this, and it bounds the memory of the files in flight.
+MAX_FILE_BYTES = 512 * 2**20
 
 # Only formats that the source extensions name (DIB: the BMP plugin's other name; multi-picture
 # camera JPEGs, "MPO", come through the JPEG opener). A file whose extension lies still opens if
@@ -84,16 +89,22 @@ def load_image(
     return decode_image(data, size, max_pixels=max_pixels, decoder=decoder)
 
 
-def read_file(path: str | Path) -> tuple[bytes, os.stat_result]:
+def read_file(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
     """The bytes of ``path`` and its stat taken through the same open handle before reading.
 
     Hash and decode these same bytes: a file rewritten while it is read then gets the id of
     the content that was decoded. The stat is taken first, so a rewrite after it leaves a
-    newer mtime on disk and the next run sees the file as changed.
+    newer mtime on disk and the next run sees the file as changed. A file above ``max_bytes``
+    is refused (`ImageError`) unread; read errors raise `OSError`.
     """
     with open(path, "rb") as handle:
         stat = os.fstat(handle.fileno())
-        return handle.read(), stat
+        if stat.st_size > max_bytes:
+            raise ImageError(f"file too large ({stat.st_size} bytes > limit {max_bytes})")
+        data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:  # grew while read
+            raise ImageError(f"file too large (> limit {max_bytes} bytes)")
+        return data, stat
 
 
 def decode_image(

@@ -175,6 +175,7 @@ class _Committer:
         self.writer = writer
         self.times = times
         self.committed = committed
+        self.times = times
         self.jobs: queue.Queue[_Commit | None] = queue.Queue(maxsize=1)
         self.failed = False
         self._error: BaseException | None = None
@@ -242,8 +243,8 @@ class Pipeline:
         self.writer = writer
         self.current = current
         self.recorded = _recorded_fingerprint(writer, current)
-        self.live_ids = {row["paths"]: row["ids"] for row in current.live_rows()}
-        self.known_ids = {row["ids"] for row in current.live_rows()}
+        self.live_ids = current.live_ids_by_path()  # columnar: no dict per stored row
+        self.known_ids = set(self.live_ids.values())
         self.pending: list[Row] = []
         self.in_flight: dict[str, dict[str, np.ndarray]] = {}  # id -> maps, handed to the writer
         self.failures: dict[str, dict[str, Any]] = {}

@@ -46,6 +46,7 @@ class BenchConfig:
     jobs: int = 1
     features: str | None = None
     progress: bool | None = None
+    stream: bool | None = None  # read pooled batches; None: when the maps would not fit
     stores: tuple[Path, ...] = ()  # more stores of the same images, compared on the same folds
     flips: str = "no"  # fit on the mirrored training views too: no, yes or both
     tta: str = "none"  # test-time flips: none, flip or both
@@ -88,6 +89,7 @@ class BenchConfig:
             "seed": self.seed,
             "jobs": self.jobs,
             "features": self.features,
+            "stream": self.stream,
             "stores": [str(p) for p in self.stores],
             "flips": self.flips,
             "tta": self.tta,

@@ -216,7 +216,17 @@ def _run(config: BenchConfig) -> BenchResult:
     for note in notes:
         print(f"bench: {note}", file=sys.stderr)
     needs_flips = {path: any(s.flips or s.tta for s in settings if s.store == path) for path in stores}
-    loaded = [load_data(path, config.folds, flipped=needs_flips[path]) for path in stores]
+    loaded = [
+        load_data(
+            path,
+            config.folds,
+            stream=config.stream,
+            reads=[variant.reads for variant in base_variants],
+            say=lambda line: print(f"bench: {line}", file=sys.stderr),
+            flipped=needs_flips[path],
+        )
+        for path in stores
+    ]
     shared, left_out = (
         common_images(loaded, [str(path) for path in stores]) if len(stores) > 1 else (loaded, 0)
     )

@@ -16,6 +16,7 @@ from featurestore.exitcodes import REFUSED
 from featurestore.format import read_manifest
 from featurestore.hardware import NATIVE_BF16_ENV, auto_precision, cpu_flags, native_bf16
 from featurestore.info import format_info, store_info
+from featurestore.run_fields import store_fields
 from featurestore.store import open_store
 from featurestore.writer import StoreWriter
 from tests.conftest import write_image
@@ -92,6 +93,12 @@ def test_a_store_refuses_maps_from_another_backend_or_device_kind(tiny_tree: Pat
     versions = dict(ours.fingerprint.library_versions)
     assert versions["device"] == "cpu" and versions["keras_backend"]
     assert "on cpu" in format_info(store_info(store))
+    compute = store_fields(open_store(store))["store"]["compute"]  # in every run record
+    assert compute == {
+        "precision": "float32",
+        "decoder": "pil",
+        **{k: versions[k] for k in ("keras_backend", "device")},
+    }
 
     write_image(tiny_tree / "cats" / "new.png", seed=77)
     for key, other in (("keras_backend", "jax-elsewhere"), ("device", "gpu")):

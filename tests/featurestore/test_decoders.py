@@ -74,3 +74,10 @@ def test_a_store_names_its_decoder_and_never_mixes_them(tmp_path: Path) -> None:
     assert pil.fingerprint.digest != draft.fingerprint.digest
     with pytest.raises(StoreError, match="decoder: 'pil-draft' != 'pil'"):
         run_extract(config, pil)
+
+
+def test_files_above_the_byte_limit_are_refused_unread(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "a.png", seed=1)
+    with pytest.raises(ImageError, match=r"file too large \(\d+ bytes > limit 100\)"):
+        read_file(path, max_bytes=100)
+    assert decode_file(tmp_path / "missing.png", SIZE).error == "cannot read file (No such file or directory)"
