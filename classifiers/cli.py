@@ -22,6 +22,8 @@ from typing import Any
 import click
 
 from classifiers.bench.config import BenchConfig
+from classifiers.bench.settings import FLIP_CHOICES as BENCH_FLIPS
+from classifiers.bench.settings import TTA_CHOICES as BENCH_TTA
 from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
 from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
@@ -41,7 +43,12 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FEATURE_MODES = ("flatten", "avg", "max")
 #: The job kinds of featurestore.runs.KINDS (a test keeps them equal).
 RUN_KINDS = ("extract", "compact", "train", "finetune")
-CLASSIFIER_HELP = "dense, gap, logreg, linear-svm, rbf-svm, random-forest, hist-gb or knn."
+CLASSIFIER_HELP = (
+    "dense, gap, logreg, linear-svm, rbf-svm, random-forest, hist-gb, knn, or the ensembles stack and vote."
+)
+#: `classifiers.fit_data.FIT_ON` and `classifiers.tta.TTA_MODES` (a test keeps them equal).
+FIT_ON = ("train", "train+validation")
+TTA_MODES = ("none", "flip")
 
 
 def default(config: type, name: str) -> Any:
@@ -466,6 +473,22 @@ def weights_import_onnx() -> None:
     default=None,
     help="Also train on the flipped views of a --flip-views store (default: when it has them).",
 )
+@click.option(
+    "--fit-on",
+    type=click.Choice(FIT_ON),
+    default="train",
+    show_default=True,
+    help="Splits to fit on; train+validation (the final model, once the settings are chosen) "
+    "stops Keras heads early on an inner split and scores test only.",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(TTA_MODES),
+    default="none",
+    show_default=True,
+    help="Test-time flips: average each image's probabilities with its mirror image's "
+    "(needs a --flip-views store); recorded in the model, which predict then follows.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @click.option(
     "--stream/--no-stream",
@@ -501,6 +524,8 @@ def train(
     features: str | None,
     config: Path | None,
     flips: bool | None,
+    fit_on: str,
+    tta: str,
     overwrite: bool,
     stream: bool | None,
     as_json: bool,
@@ -533,6 +558,8 @@ def train(
                 chosen_params,
                 chosen_features,
                 flips=flips,
+                fit_on=fit_on,
+                tta=tta,
                 overwrite=overwrite,
                 stream=stream,
                 say=lambda line: click.echo(line, err=True),
@@ -563,8 +590,15 @@ def train(
     show_default=True,
     help="Backbone weights for new images; must match the model's features.",
 )
+@click.option(
+    "--tta",
+    type=click.Choice(TTA_MODES),
+    default=None,
+    help="Test-time flips: average over each image and its mirror image (default: as the model "
+    "was trained, see train --tta).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object last.")
-def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -> None:
+def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None, as_json: bool) -> None:
     """Predict with MODEL on SOURCE: an image, a folder (labeled or not), a CSV manifest or a
     store. Bad images get a row with the reason in the `error` column."""
     from classifiers.model_file import load_model
@@ -572,7 +606,7 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
 
     with user_errors():
         saved = load_model(model)
-        rows = predict_rows(saved, source, weights=weights)
+        rows = predict_rows(saved, source, weights=weights, tta=tta)
         write_csv(rows, saved.class_names, out)
     summary = summarize(rows, out)
     accuracy = summary["accuracy"]
@@ -583,7 +617,7 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
     required=True,
@@ -658,15 +692,33 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
     envvar="FEATURESTORE_STREAM",
     help="Read the store in pooled batches (default: when the maps would not fit in memory).",
 )
+@click.option(
+    "--flips",
+    type=click.Choice(BENCH_FLIPS),
+    default=default(BenchConfig, "flips"),
+    show_default=True,
+    help="Also fit on the flipped views of the training images (--flip-views stores); both: a row each.",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(BENCH_TTA),
+    default=default(BenchConfig, "tta"),
+    show_default=True,
+    help="Test-time flips: average each image's probabilities with its mirror's; both: a row each.",
+)
 def bench(
-    store: Path,
+    stores: tuple[Path, ...],
     out: Path,
     classifiers: str | None,
     grid: tuple[str, ...],
     grid_file: Path | None,
     **options: Any,
 ) -> None:
-    """Compare classifiers on identical folds of STORE; leaderboard in OUT (csv, md, json, png)."""
+    """Compare classifiers on identical folds of STORES; leaderboard in OUT (csv, md, json, png).
+
+    Several stores of the same images (150 vs 224 px, float32 vs float16) are compared on the
+    same folds of the images they share, each row with its extraction cost per image.
+    """
     from classifiers.bench.config import load_grid_file, merge_grids, parse_grid
     from classifiers.bench.report import format_table
     from classifiers.bench.runner import run_benchmark
@@ -674,7 +726,8 @@ def bench(
     with user_errors():
         names = None if classifiers is None else tuple(n.strip() for n in classifiers.split(",") if n.strip())
         config = BenchConfig(
-            store=store,
+            store=stores[0],
+            stores=stores[1:],
             out=out,
             classifiers=names,
             grid=merge_grids(load_grid_file(grid_file) if grid_file else {}, parse_grid(grid)),

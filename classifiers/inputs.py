@@ -41,6 +41,7 @@ class InputChunk:
     labels: list[str]
     inputs: np.ndarray
     errors: list[str | None]
+    flipped: np.ndarray | None = None  # the mirror images' inputs, for test-time flips
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -119,3 +120,45 @@ def feature_maps(fingerprint: Fingerprint | None, source: Path, weights: str) ->
     # Only the main maps: flipped views and extra layers would cost time and feed nothing.
     extractor = featurestore.Extractor.from_fingerprint(fingerprint.main_maps(), weights=weights)
     yield from embedded(items, skipped, extractor.embed_files)
+
+
+def feature_map_views(fingerprint: Fingerprint | None, source: Path, weights: str) -> Iterator[InputChunk]:
+    """`feature_maps` with the maps of each mirror image in `InputChunk.flipped`: a store's
+    flipped views (extracted with --flip-views), or new images embedded as they are and flipped."""
+    import dataclasses
+
+    import featurestore
+    from featurestore.format import FLIPPED, MAIN_MAPS
+
+    if fingerprint is None:
+        raise PredictError(f"{source}: the model records no store fingerprint: cannot compare or embed")
+    if featurestore.is_store(source):
+        store = featurestore.open_store(source)
+        if not store.fingerprint.flip_views:
+            raise PredictError(
+                f"{source}: the store has no flipped views for test-time flips (extract with "
+                "--flip-views, or predict on the image files)"
+            )
+        differences = store.fingerprint.feature_differences(fingerprint)
+        if differences:
+            raise PredictError(f"{source}: store features differ from the model's ({'; '.join(differences)})")
+        batches = store.iter_batches(None, batch_size=STORE_CHUNK)
+        mirrors = store.iter_batches(None, batch_size=STORE_CHUNK, flipped=True)
+        for batch, mirror in zip(batches, mirrors, strict=True):
+            labels = [store.class_names[i] if i >= 0 else "" for i in batch.labels]
+            yield InputChunk(list(batch.paths), labels, batch.features, [None] * len(batch), mirror.features)
+        return
+    items, skipped = source_images(source)
+    both = dataclasses.replace(fingerprint.main_maps(), flip_views=True)
+    extractor = featurestore.Extractor.from_fingerprint(both, weights=weights)
+
+    def embed(paths: list[str]) -> tuple[np.ndarray, list[str | None]]:
+        images, errors = decoded_images(paths, extractor.input_size)
+        maps = extractor.embed(images)
+        return np.stack([maps[MAIN_MAPS], maps[f"{FLIPPED}/{MAIN_MAPS}"]], axis=1), errors
+
+    for chunk in embedded(items, skipped, embed):
+        if chunk.inputs.ndim < 2:  # the files found but unusable: no maps at all
+            yield dataclasses.replace(chunk, flipped=chunk.inputs)
+        else:
+            yield dataclasses.replace(chunk, inputs=chunk.inputs[:, 0], flipped=chunk.inputs[:, 1])

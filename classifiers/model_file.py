@@ -136,7 +136,7 @@ def kind_for(estimator: Any) -> ModelKind:
 # -- payload checks --------------------------------------------------------------------------
 
 #: Types skops does not trust by default that registry pipelines need; all are scikit-learn
-#: data containers (trees, calibrators, neighbour indexes) or our stateless transform. A test
+#: data containers (trees, calibrators, neighbour indexes, bunches) or our stateless transform. A test
 #: dumps every registered classifier and fails if one needs a type that is not listed here.
 TRUSTED_TYPES: tuple[str, ...] = (
     "classifiers.transforms.FeatureTransform",
@@ -149,6 +149,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.neighbors._ball_tree.BallTree",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.tree._tree.Tree",
+    "sklearn.utils._bunch.Bunch",  # a dict of named members (StackingClassifier, VotingClassifier)
 )
 
 #: The members Keras writes into a `.keras` zip.

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from classifiers.errors import PayloadError
-from classifiers.inputs import InputChunk, feature_maps
+from classifiers.inputs import InputChunk, feature_map_views, feature_maps
 from classifiers.keras_heads import FITTED_STATE, DenseHead, GapHead, KerasHead
 from classifiers.model_file import (
     HEAD_ARCHIVE,
@@ -81,11 +81,15 @@ def rebuild_head(record: Any, model: Any) -> KerasHead:
     return head
 
 
-class _FeatureMapsKind(ModelKind):
+class FeatureMapsKind(ModelKind):
     """A model whose input is a store's main maps."""
 
     def inputs(self, saved: SavedModel, source: Path, weights: str) -> Iterator[InputChunk]:
         return feature_maps(saved.features_fingerprint, source, weights)
+
+    def views(self, saved: SavedModel, source: Path, weights: str) -> Iterator[InputChunk]:
+        """`inputs` with the mirror images' maps too (test-time flips)."""
+        return feature_map_views(saved.features_fingerprint, source, weights)
 
     def metadata_problem(self, metadata: dict[str, Any]) -> str | None:
         if KERAS_FILE in self.payload and not isinstance(metadata.get("head"), dict):
@@ -94,7 +98,7 @@ class _FeatureMapsKind(ModelKind):
 
 
 @register_kind
-class SklearnKind(_FeatureMapsKind):
+class SklearnKind(FeatureMapsKind):
     name = "sklearn"
     payload = (SKOPS_FILE,)
 
@@ -107,7 +111,7 @@ class SklearnKind(_FeatureMapsKind):
 
 
 @register_kind
-class KerasKind(_FeatureMapsKind):
+class KerasKind(FeatureMapsKind):
     name = "keras"
     payload = (KERAS_FILE,)
 
@@ -123,7 +127,7 @@ class KerasKind(_FeatureMapsKind):
 
 
 @register_kind
-class PipelineHeadKind(_FeatureMapsKind):
+class PipelineHeadKind(FeatureMapsKind):
     name = "sklearn+keras"
     payload = (SKOPS_FILE, KERAS_FILE)
 

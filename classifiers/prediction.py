@@ -18,11 +18,12 @@ import numpy as np
 
 from classifiers.errors import PredictError
 from classifiers.inputs import InputChunk
-from classifiers.metrics import full_proba
 from classifiers.model_file import SavedModel, load_model
+from classifiers.model_kinds import FeatureMapsKind
+from classifiers.tta import check_tta, views_proba
 from featurestore.fsutil import atomic_file
 
-__all__ = ["PredictError", "columns", "iter_predictions", "predict_rows", "write_csv"]
+__all__ = ["PredictError", "columns", "iter_predictions", "model_tta", "predict_rows", "write_csv"]
 
 
 def columns(class_names: Sequence[str]) -> list[str]:
@@ -35,7 +36,8 @@ def _rows(saved: SavedModel, chunk: InputChunk) -> list[dict[str, Any]]:
     ok = np.array([error is None for error in chunk.errors], dtype=bool)
     proba = np.zeros((len(chunk), len(names)))
     if ok.any():
-        proba[ok] = full_proba(saved.estimator, chunk.inputs[ok], len(names))
+        views = [chunk.inputs[ok]] if chunk.flipped is None else [chunk.inputs[ok], chunk.flipped[ok]]
+        proba[ok] = views_proba(saved.estimator, views, len(names))
     rows = []
     for i, path in enumerate(chunk.paths):
         row: dict[str, Any] = {"path": path, "label": chunk.labels[i]}
@@ -52,20 +54,45 @@ def _rows(saved: SavedModel, chunk: InputChunk) -> list[dict[str, Any]]:
     return rows
 
 
+def model_tta(saved: SavedModel, tta: str | None = None) -> str:
+    """The test-time augmentation to predict with: `tta`, else the one the model was trained
+    and scored with (its metadata's ``tta``; "none" for models saved before it existed)."""
+    chosen = check_tta(tta if tta is not None else str(saved.metadata.get("tta") or "none"))
+    if chosen == "flip" and not isinstance(saved.kind, FeatureMapsKind):
+        raise PredictError(
+            f"--tta flip applies to models on store features, not to a {saved.kind.name} model"
+        )
+    return chosen
+
+
 def iter_predictions(
-    model: str | Path | SavedModel, source: str | Path, *, weights: str = "imagenet"
+    model: str | Path | SavedModel,
+    source: str | Path,
+    *,
+    weights: str = "imagenet",
+    tta: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Rows (see `columns`) for every image of `source`, in chunks; see `predict_rows`."""
     saved = model if isinstance(model, SavedModel) else load_model(model)
+    chosen = model_tta(saved, tta)
     source = Path(source)
     if not source.exists():
         raise PredictError(f"{source} does not exist")
-    for chunk in saved.inputs(source, weights=weights):
+    if chosen == "flip":
+        assert isinstance(saved.kind, FeatureMapsKind)  # model_tta checked it
+        chunks = saved.kind.views(saved, source, weights)
+    else:
+        chunks = saved.inputs(source, weights=weights)
+    for chunk in chunks:
         yield from _rows(saved, chunk)
 
 
 def predict_rows(
-    model_path: str | Path | SavedModel, source: str | Path, *, weights: str = "imagenet"
+    model_path: str | Path | SavedModel,
+    source: str | Path,
+    *,
+    weights: str = "imagenet",
+    tta: str | None = None,
 ) -> list[dict[str, Any]]:
     """Predictions for SOURCE: an image file, a folder (class folders or not), a CSV manifest
     or a feature store.
@@ -74,11 +101,13 @@ def predict_rows(
     ``predicted`` (class name), ``probability`` (of the predicted class), ``p_<class>`` per
     class and ``error`` ("" or why the image could not be used). `weights` names the backbone
     weights for new images (``imagenet`` or a file); they must reproduce the model's
-    fingerprint. Raises `PredictError`, `ModelFileError`, `featurestore.StoreError`,
+    fingerprint. `tta` "flip" averages each image's probabilities with its mirror image's (the
+    flipped views of a --flip-views store, or new images embedded flipped too); None follows
+    the model (`model_tta`). Raises `PredictError`, `ModelFileError`, `featurestore.StoreError`,
     `featurestore.ExtractorError` or `featurestore.sources.SourceError` (all
     `featurestore.FeaturestoreError`).
     """
-    return list(iter_predictions(model_path, source, weights=weights))
+    return list(iter_predictions(model_path, source, weights=weights, tta=tta))
 
 
 def write_csv(

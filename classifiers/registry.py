@@ -16,6 +16,7 @@ from typing import Any
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from classifiers.ensembles import ENSEMBLES
 from classifiers.errors import ParamError
 from classifiers.keras_heads import DenseHead, GapHead
 from classifiers.params import load_config, parse_literal, split_items, typed_params
@@ -25,6 +26,8 @@ from classifiers.transforms import FEATURE_MODES, FeatureTransform
 #: Keras heads take the maps themselves; `features` may put a FeatureTransform in front of
 #: `dense` (a dense head on pooled vectors), never in front of `gap`, which pools by itself.
 _HEADS: dict[str, type] = {"dense": DenseHead, "gap": GapHead}
+#: scikit-learn models: the single pipelines, then the ensembles of the best of them.
+_SKLEARN: dict[str, tuple[Any, str | None]] = {**SKLEARN_CLASSIFIERS, **ENSEMBLES}
 
 __all__ = [
     "ParamError",
@@ -40,18 +43,18 @@ __all__ = [
 
 def available() -> list[str]:
     """Registered classifier names, Keras heads first."""
-    return [*_HEADS, *SKLEARN_CLASSIFIERS]
+    return [*_HEADS, *_SKLEARN]
 
 
 def _check_name(name: str) -> None:
-    if name not in _HEADS and name not in SKLEARN_CLASSIFIERS:
+    if name not in _HEADS and name not in _SKLEARN:
         raise ParamError(f"unknown classifier {name!r}; available: {', '.join(available())}")
 
 
 def default_features(name: str) -> str | None:
     """The feature mode a classifier reads by default (None: the raw maps)."""
     _check_name(name)
-    return None if name in _HEADS else SKLEARN_CLASSIFIERS[name][1]
+    return None if name in _HEADS else _SKLEARN[name][1]
 
 
 def _build(name: str, features: str | None) -> BaseEstimator:
@@ -64,7 +67,7 @@ def _build(name: str, features: str | None) -> BaseEstimator:
         if name == "gap":
             raise ParamError("gap pools the feature maps itself; --features does not apply to it")
         return Pipeline([("features", FeatureTransform(mode=features)), (FINAL_STEP, head)])
-    builder, default = SKLEARN_CLASSIFIERS[name]
+    builder, default = _SKLEARN[name]
     return builder(features or default)
 
 

@@ -15,11 +15,13 @@ from sklearn.pipeline import Pipeline
 
 from classifiers import streaming
 from classifiers.errors import TrainError
+from classifiers.fit_data import Split, fit_data
 from classifiers.keras_heads import KerasHead
-from classifiers.metrics import evaluate, format_metrics, metrics_from_proba
+from classifiers.metrics import format_metrics, metrics_from_proba
 from classifiers.model_file import check_destination, jsonable, save_model
 from classifiers.plots import plot_confusion_matrix, plot_training_curves
 from classifiers.registry import current_params, default_features, final_estimator, make_classifier
+from classifiers.tta import check_tta, evaluate_views
 from featurestore.errors import FeaturestoreError
 
 __all__ = ["EVAL_SPLITS", "TrainError", "TrainReport", "fit_estimator", "train_from_store"]
@@ -97,13 +99,6 @@ def fit_estimator(
     return estimator
 
 
-def _labeled(feature_set: Any) -> tuple[np.ndarray, np.ndarray]:
-    keep = feature_set.labels >= 0
-    if keep.all():  # the usual case: no copy of the features
-        return feature_set.features, feature_set.labels
-    return feature_set.features[keep], feature_set.labels[keep]
-
-
 def train_from_store(
     store_path: str | Path,
     classifier: str,
@@ -112,6 +107,8 @@ def train_from_store(
     features: str | None = None,
     *,
     flips: bool | None = None,
+    fit_on: str = "train",
+    tta: str = "none",
     overwrite: bool = False,
     stream: bool | None = None,
     say: Callable[[str], None] | None = None,
@@ -125,7 +122,12 @@ def train_from_store(
     `flips` adds the maps of the horizontally flipped training images (a store extracted with
     ``--flip-views``) to the training rows: free augmentation, since a mirrored cat is a cat.
     None uses them whenever the store has them. Validation and test are always scored on the
-    images as they are, like new images at prediction time.
+    images as they are, like new images at prediction time, unless `tta` is ``"flip"``: then
+    each scored image's probabilities are averaged with its flipped view's (a store with
+    flipped views), and the model records it so that `predict` does the same.
+
+    `fit_on` ``"train+validation"`` fits the final model on both splits (a Keras head stops
+    early on an inner split of them) and scores test only (`classifiers.fit_data`).
 
     `stream` reads the store in batches instead of whole splits (`classifiers.streaming`);
     None (the default) streams when the maps would not fit in the available memory. When it
@@ -148,6 +150,8 @@ def train_from_store(
     has_flips = bool(store.fingerprint.flip_views)
     if flips and not has_flips:
         raise TrainError(f"{store_path}: no flipped views to train on (extract with --flip-views)")
+    if check_tta(tta) == "flip" and not has_flips:
+        raise TrainError(f"{store_path}: --tta flip needs the flipped views of a --flip-views store")
     use_flips = has_flips if flips is None else flips
     train_sources = [("train", False), *([("train", True)] if use_flips else [])]
     decision = streaming.decide(
@@ -156,19 +160,23 @@ def train_from_store(
         stream,
     )
     if decision.stream:
+        if fit_on != "train" or tta != "none":
+            raise TrainError(
+                f"{store_path}: --fit-on {fit_on} and --tta {tta} read whole splits; they are not "
+                "streamed (--no-stream)"
+            )
         if say is not None:
             say(decision.message)
         fit_seconds, metrics, counts, notes = _fit_streamed(
             estimator, store, train_sources, classifier, class_names, decision, store_path
         )
     else:
-        fit_seconds, metrics, counts = _fit_in_memory(
-            estimator, store, use_flips, classifier, class_names, store_path
+        fit_seconds, metrics, counts, notes = _fit_in_memory(
+            estimator, store, use_flips, classifier, class_names, store_path, fit_on, tta
         )
-        notes = {}
     effective_features = features or default_features(classifier)
     chosen = jsonable(current_params(estimator))
-    training: dict[str, Any] = {"flipped_views": use_flips, "streamed": decision.stream, **notes}
+    training: dict[str, Any] = {"flipped_views": use_flips, "streamed": decision.stream, **notes, "tta": tta}
     head = final_estimator(estimator)
     if isinstance(head, KerasHead):
         training |= {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_}
@@ -184,6 +192,7 @@ def train_from_store(
         training=training,
         fingerprint=store.fingerprint.to_dict(),
         store_digest=store.digest,
+        extra={"tta": tta},
         extras=lambda folder: plots.update(_plots(estimator, metrics, class_names, folder, classifier)),
         overwrite=overwrite,
     )
@@ -201,11 +210,15 @@ def train_from_store(
     )
 
 
-def _check_classes(y: np.ndarray, store_path: str | Path) -> None:
+def _views(rows: Split, tta: str) -> list[np.ndarray]:
+    return [rows.X, rows.flipped] if tta == "flip" and rows.flipped is not None else [rows.X]
+
+
+def _check_classes(y: np.ndarray, store_path: str | Path, fit_on: str = "train") -> None:
     present = np.unique(y)
     if len(present) < 2:
         raise TrainError(
-            f"{store_path}: the train split has labeled rows of {len(present)} class(es); "
+            f"{store_path}: the {fit_on} split has labeled rows of {len(present)} class(es); "
             "a classifier needs at least 2"
         )
 
@@ -217,25 +230,24 @@ def _fit_in_memory(
     classifier: str,
     class_names: tuple[str, ...],
     store_path: str | Path,
-) -> tuple[float, dict[str, dict[str, Any]], dict[str, int]]:
-    """Whole-split reads (contiguous slices, fast), fit, evaluate: (fit seconds, metrics, rows)."""
-    splits = {split: _labeled(store.load(split)) for split in ("train", *EVAL_SPLITS)}
-    X, y = splits["train"]
-    if use_flips:
-        X_flipped, y_flipped = _labeled(store.load("train", flipped=True))
-        X, y = np.concatenate([X, X_flipped]), np.concatenate([y, y_flipped])
-    _check_classes(y, store_path)
-    X_val, y_val = splits["validation"]
+    fit_on: str = "train",
+    tta: str = "none",
+) -> tuple[float, dict[str, dict[str, Any]], dict[str, int], dict[str, Any]]:
+    """Whole-split reads (contiguous slices, fast), fit, evaluate: (fit seconds, metrics, rows,
+    notes for the training record); the rows come from `classifiers.fit_data`."""
+    keras = isinstance(final_estimator(estimator), KerasHead)
+    data = fit_data(store, fit_on, flips=use_flips, tta=tta == "flip", early_stopping=keras)
+    _check_classes(data.y, store_path, fit_on)
     with _refused_settings(classifier):
         fit_started = time.perf_counter()
-        fit_estimator(estimator, X, y, validation=(X_val, y_val) if len(y_val) else None)
+        fit_estimator(estimator, data.X, data.y, validation=data.validation)
         fit_seconds = time.perf_counter() - fit_started
         metrics = {
-            split: evaluate(estimator, *splits[split], class_names)
-            for split in EVAL_SPLITS
-            if len(splits[split][1])
+            split: evaluate_views(estimator, _views(rows, tta), rows.y, class_names)
+            for split, rows in data.scored.items()
         }
-    return fit_seconds, metrics, {split: len(labels) for split, (_, labels) in splits.items()}
+    counts = {fit_on: data.info["fit_images"], **{split: len(rows) for split, rows in data.scored.items()}}
+    return fit_seconds, metrics, counts, data.info
 
 
 def _fit_streamed(

@@ -77,9 +77,15 @@ def cell_key(
     folds: int,
     repeats: int,
     keras: bool,
+    flips: bool = False,
+    tta: bool = False,
 ) -> dict[str, Any]:
-    """The JSON key naming a cell; `estimator_recipe` is `recipe()` of the unfitted estimator."""
-    return {
+    """The JSON key naming a cell; `estimator_recipe` is `recipe()` of the unfitted estimator.
+
+    Flipped training views and test-time flips enter the key only when used, so that the
+    cells of a plain benchmark keep their names."""
+    views = {"views": {"flips": flips, "tta": tta}} if flips or tta else {}
+    return views | {
         "format": CELL_FORMAT,
         "store_digest": store_digest,
         "classifier": variant.classifier,
@@ -141,6 +147,8 @@ class CellTask:
     repeat: int | None
     train: np.ndarray | None  # positions into the pool; None: all of it (the final fit)
     test: np.ndarray | None  # positions into the pool; None: the test split
+    flips: bool = False  # also fit on the mirror images' maps of the training rows
+    tta: bool = False  # average each scored row's probabilities with its mirror image's
 
 
 def _limit_threads(threads: int | None) -> None:
@@ -159,20 +167,25 @@ def run_cell(
     y_test: np.ndarray,
     class_names: tuple[str, ...],
     threads: int | None,
+    X_flipped: np.ndarray | None = None,
+    X_test_flipped: np.ndarray | None = None,
     *,
     save: bool = True,
 ) -> dict[str, Any]:
     """Fit, time, score and size one cell; write its JSON file (unless `save` is False: a
     cluster worker, whose driver keeps the cell cache); return it.
 
+    `X_flipped` and `X_test_flipped` (the mirror images' maps, row for row) serve a task with
+    `flips` or `tta`.
+
     `threads` (set when cells run in parallel) caps BLAS/OpenMP and TensorFlow threads in this
     worker, so that N workers use about the machine's cores rather than N times them.
     """
     from threadpoolctl import threadpool_limits
 
-    from classifiers.metrics import full_proba
     from classifiers.model_file import payload_size
     from classifiers.registry import make_classifier
+    from classifiers.tta import views_proba
 
     _limit_threads(threads)
     variant = task.variant
@@ -182,6 +195,17 @@ def run_cell(
     X, y, X_test, y_test = (np.asarray(a) for a in (X, y, X_test, y_test))
     X_fit, y_fit = (X, y) if task.train is None else (X[task.train], y[task.train])
     X_eval, y_eval = (X_test, y_test) if task.test is None else (X[task.test], y[task.test])
+    n_images = len(y_fit)  # images, whatever views of them are fitted
+    views = [X_eval]
+    if task.flips or task.tta:
+        if X_flipped is None or X_test_flipped is None:
+            raise BenchError(f"{variant.name}: flipped views asked for but not loaded")
+        X_flipped, X_test_flipped = np.asarray(X_flipped), np.asarray(X_test_flipped)
+        if task.flips:
+            mirrored = X_flipped if task.train is None else X_flipped[task.train]
+            X_fit, y_fit = np.concatenate([X_fit, mirrored]), np.concatenate([y_fit, y_fit])
+        if task.tta:
+            views.append(X_test_flipped if task.test is None else X_flipped[task.test])
     where = "the test split" if task.fold == TEST_FOLD else f"fold {task.fold}"
     with threadpool_limits(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -190,7 +214,7 @@ def run_cell(
             estimator.fit(X_fit, y_fit)
             fit_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            proba = full_proba(estimator, X_eval, len(class_names))
+            proba = views_proba(estimator, views, len(class_names))
             predict_seconds = time.perf_counter() - started
         except ValueError as exc:  # bad parameter values are found by fit; name the cell
             raise BenchError(f"{variant.name} on {where}: {exc}") from None
@@ -201,7 +225,8 @@ def run_cell(
         "variant": variant.name,
         "fold": task.fold,
         "repeat": task.repeat,
-        "n_train": len(y_fit),
+        "n_train": n_images,
+        "n_fit_rows": len(y_fit),
         "n_test": len(y_eval),
         "metrics": metrics,
         "confusion_matrix": confusion,

@@ -50,9 +50,19 @@ class BenchConfig:
     stream: bool | None = None  # read pooled batches; None: when the maps would not fit
     engine: str = "local"  # "ray": the cells as Ray tasks (classifiers.bench.ray_cells)
     ray_address: str | None = None
+    stores: tuple[Path, ...] = ()  # more stores of the same images, compared on the same folds
+    flips: str = "no"  # fit on the mirrored training views too: no, yes or both
+    tta: str = "none"  # test-time flips: none, flip or both
 
     def __post_init__(self) -> None:
+        from classifiers.bench.settings import FLIP_CHOICES, TTA_CHOICES
+
         object.__setattr__(self, "store", Path(self.store))
+        object.__setattr__(self, "stores", tuple(Path(p) for p in self.stores))
+        if self.flips not in FLIP_CHOICES:
+            raise ConfigError(f"--flips must be one of {', '.join(FLIP_CHOICES)}, not {self.flips!r}")
+        if self.tta not in TTA_CHOICES:
+            raise ConfigError(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {self.tta!r}")
         object.__setattr__(self, "out", Path(self.out))
         if self.classifiers is not None:
             object.__setattr__(self, "classifiers", tuple(self.classifiers))
@@ -86,6 +96,9 @@ class BenchConfig:
             "jobs": self.jobs,
             "features": self.features,
             "stream": self.stream,
+            "stores": [str(p) for p in self.stores],
+            "flips": self.flips,
+            "tta": self.tta,
         }
 
 
@@ -100,6 +113,7 @@ class Variant:
     reads: str  # what the classifier reads, for people: flatten, avg, max or maps
     grid: str | None = None  # the registry name whose grid produced it, None for a plain row
     grid_size: int = 1
+    setting: str = ""  # the feature setting's label (`classifiers.bench.settings`); "" when one
 
 
 def _text(value: Any) -> str:
@@ -168,12 +182,15 @@ def expand_variants(config: BenchConfig) -> list[Variant]:
     Raises `ParamError`/`BenchError` for an unknown classifier, parameter, value or feature
     mode, before any data is read.
     """
+    from classifiers.ensembles import ENSEMBLES
     from classifiers.registry import available, make_classifier, parse_params
     from classifiers.transforms import FEATURE_MODES
 
     if config.features is not None and config.features not in FEATURE_MODES:
         raise BenchError(f"unknown --features {config.features!r}; choose from {', '.join(FEATURE_MODES)}")
-    names = list(config.classifiers) if config.classifiers is not None else available()
+    # The ensembles refit their members per inner fold: only when named.
+    default = [name for name in available() if name not in ENSEMBLES]
+    names = list(config.classifiers) if config.classifiers is not None else default
     names += [name for name in config.grid if name not in names]
     variants: list[Variant] = []
     for name in names:

@@ -8,6 +8,7 @@ same folds in every run, for every classifier.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,29 @@ class BenchData:
     class_names: tuple[str, ...]
     store: dict[str, Any]  # path, fingerprint, fingerprint digest, content digest, counts
     duplicates_dropped: int
+    X_flipped: np.ndarray | None = None  # the mirror images' maps, row for row (--flip-views)
+    X_test_flipped: np.ndarray | None = None
+
+    def restricted(self, ids: np.ndarray, ids_test: np.ndarray) -> BenchData:
+        """The rows of the given ids only (both sorted, as this data is), in the same order."""
+        keep, keep_test = np.isin(self.ids, ids), np.isin(self.ids_test, ids_test)
+
+        def cut(array: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
+            return None if array is None else array[mask]
+
+        return BenchData(
+            self.X[keep],
+            self.y[keep],
+            self.ids[keep],
+            self.X_test[keep_test],
+            self.y_test[keep_test],
+            self.ids_test[keep_test],
+            self.class_names,
+            self.store | {"pool_rows": int(keep.sum()), "test_rows": int(keep_test.sum())},
+            self.duplicates_dropped,
+            cut(self.X_flipped, keep),
+            cut(self.X_test_flipped, keep_test),
+        )
 
 
 @dataclass(frozen=True)
@@ -49,10 +73,9 @@ class Fold:
     digest: str  # sha256 of the fold's test ids: names the fold independently of how it was drawn
 
 
-def _labelled_unique(
-    features: np.ndarray, labels: np.ndarray, ids: np.ndarray, paths: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Keep labelled rows, one per image id, sorted by id (ties broken by path).
+def _unique_order(labels: np.ndarray, ids: np.ndarray, paths: np.ndarray) -> tuple[np.ndarray, int]:
+    """Positions of the labelled rows, one per image id, sorted by id (ties broken by path),
+    and how many duplicates that dropped.
 
     Two files with the same content share an id and identical maps; keeping both could put
     one in a training fold and its copy in the test fold, which would flatter every model.
@@ -62,9 +85,16 @@ def _labelled_unique(
     sorted_ids = ids[order].astype(str)
     first = np.ones(len(order), dtype=bool)
     first[1:] = sorted_ids[1:] != sorted_ids[:-1]
-    order = order[first]
+    return order[first], int((~first).sum())
+
+
+def _labelled_unique(
+    features: np.ndarray, labels: np.ndarray, ids: np.ndarray, paths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Keep labelled rows, one per image id, sorted by id (see `_unique_order`)."""
+    order, dropped = _unique_order(labels, ids, paths)
     # A fancy-indexed copy in memory (the store itself was read as whole splits).
-    return features[order], labels[order], ids[order].astype(str), int((~first).sum())
+    return features[order], labels[order], ids[order].astype(str), dropped
 
 
 def load_data(
@@ -74,6 +104,7 @@ def load_data(
     stream: bool | None = False,
     reads: Sequence[str] = (),
     say: Callable[[str], None] | None = None,
+    flipped: bool = False,
 ) -> BenchData:
     """Open the store, read train+validation and test with whole-split reads, check the classes.
 
@@ -83,6 +114,9 @@ def load_data(
     pooled features (`reads`, the variants' `reads`: all ``max`` or all ``avg``). The pooled
     rows give the pipelines' `FeatureTransform` 1x1 maps, which it passes through unchanged,
     so every cell scores as it would on the maps (and its cached file is the same).
+
+    `flipped` also reads the maps of the mirror images (a store extracted with --flip-views),
+    row for row; it is not streamed.
 
     Raises `featurestore.StoreError` for a missing or broken store and `BenchError` when there
     are fewer than 2 classes, a class has fewer labelled rows than `folds`, or a streamed
@@ -120,6 +154,15 @@ def load_data(
             f"row(s); --folds {folds} needs at least {folds} per class"
         )
     X_test, y_test, ids_test, dropped_test = _labelled_unique(*_read(store, [TEST_SPLIT], pooling))
+    X_flipped = X_test_flipped = None
+    if flipped:  # the same rows in the same order, from the flipped datasets
+        if pooling is not None:
+            raise BenchError(f"{store_path}: --flips and --tta read whole maps; they are not streamed")
+        order = _unique_order(pool[1], pool[2], pool[3])[0]
+        X_flipped = store.load(list(POOL_SPLITS), flipped=True).features[order]
+        test = store.load(TEST_SPLIT)
+        order_test = _unique_order(test.labels, test.ids, test.paths)[0]
+        X_test_flipped = store.load(TEST_SPLIT, flipped=True).features[order_test]
     info = {
         "path": str(Path(store_path).resolve()),
         "fingerprint": store.fingerprint.to_dict(),
@@ -131,7 +174,33 @@ def load_data(
         "test_rows": len(y_test),
         "streamed": pooling,
     }
-    return BenchData(X, y, ids, X_test, y_test, ids_test, class_names, info, dropped + dropped_test)
+    data = BenchData(X, y, ids, X_test, y_test, ids_test, class_names, info, dropped + dropped_test)
+    return dataclasses.replace(data, X_flipped=X_flipped, X_test_flipped=X_test_flipped)
+
+
+def common_images(datas: list[BenchData], names: list[str]) -> tuple[list[BenchData], int]:
+    """Each store's data cut to the images every store holds, and how many images that left out.
+
+    Stores of the same images give the same ids in the same sorted order, hence the same
+    folds; a store still being extracted is compared on the images it already has. Refuses
+    stores whose classes or labels for the same image differ.
+    """
+    first = datas[0]
+    ids, ids_test = first.ids, first.ids_test
+    for data, name in zip(datas[1:], names[1:], strict=True):
+        if data.class_names != first.class_names:
+            raise BenchError(
+                f"{name}: classes {list(data.class_names)} differ from {list(first.class_names)}"
+            )
+        ids, ids_test = np.intersect1d(ids, data.ids), np.intersect1d(ids_test, data.ids_test)
+    cut = [data.restricted(ids, ids_test) for data in datas]
+    for data, name in zip(cut[1:], names[1:], strict=True):
+        if not (np.array_equal(data.y, cut[0].y) and np.array_equal(data.y_test, cut[0].y_test)):
+            raise BenchError(f"{name}: the same images have other labels than in {names[0]}")
+    if not len(ids):
+        raise BenchError(f"the stores {', '.join(names)} share no labelled train+validation images")
+    left_out = max(len(d.ids) + len(d.ids_test) for d in datas) - len(ids) - len(ids_test)
+    return cut, left_out
 
 
 def _read(

@@ -52,6 +52,7 @@ class Row:
         return {
             "rank": self.rank,
             "name": self.name,
+            "setting": self.variant.setting,
             "classifier": self.variant.classifier,
             "features": self.variant.reads,
             "grid_params": self.variant.params,
@@ -161,6 +162,7 @@ class BenchResult:
     versions: dict[str, str]
     duplicates_dropped: int = 0
     files: dict[str, str] = field(default_factory=dict)
+    settings: list[dict[str, Any]] = field(default_factory=list)  # feature settings and their cost
 
     @property
     def cells_computed(self) -> int:
@@ -175,6 +177,7 @@ class BenchResult:
             "store": self.store,
             "folds": self.folds,
             "duplicates_dropped": self.duplicates_dropped,
+            "settings": self.settings,
             "statistics": {
                 "interval": "95% t interval over folds with the Nadeau-Bengio corrected variance "
                 "(1/J + n_test/n_train) s^2, J - 1 degrees of freedom",

@@ -22,7 +22,8 @@ from featurestore.ray_engine import connect, import_ray
 def _fit(
     task: CellTask, arrays: tuple[np.ndarray, ...], class_names: tuple[str, ...], threads: int | None
 ) -> Any:
-    return run_cell(task, *arrays, class_names, threads, save=False)
+    X, y, X_test, y_test, *mirrors = arrays  # mirrors: the flipped views' maps, when asked
+    return run_cell(task, X, y, X_test, y_test, class_names, threads, *mirrors, save=False)
 
 
 @contextlib.contextmanager

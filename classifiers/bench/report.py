@@ -80,6 +80,28 @@ HEADERS = [
     "verdict",
 ]
 _LEFT = {"classifier", "reads", "verdict"}
+#: Columns added after "reads" when the benchmark compares feature settings.
+COST_HEADERS = ["size px", "extract s/img", "KB/img"]
+
+
+def headers(result: BenchResult) -> list[str]:
+    """The table's columns: the cost of each feature setting too when there are several."""
+    return [*HEADERS[:3], *COST_HEADERS, *HEADERS[3:]] if result.settings else list(HEADERS)
+
+
+def row_cells(result: BenchResult, row: Row) -> list[str]:
+    """A row's cells under `headers(result)`."""
+    cells = _cells(row)
+    if not result.settings:
+        return cells
+    cost = next(s for s in result.settings if s["label"] == row.variant.setting)
+    seconds, size = cost["extract_seconds_per_image"], cost["bytes_per_image"]
+    extra = [
+        str(cost["input_size"]) + (" f16" if cost["dtype"] == "float16" else ""),
+        "n/a" if seconds is None else f"{seconds:.3f}",
+        "n/a" if size is None else f"{size / 1024:.1f}",
+    ]
+    return [*cells[:3], *extra, *cells[3:]]
 
 
 def fixed_width(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -104,7 +126,27 @@ def _context_lines(result: BenchResult) -> list[str]:
         f"store digest {store['digest'][:16]}, fingerprint {store['fingerprint_digest'][:16]} "
         f"({fp['backbone']} {fp['layer']} @ {fp['input_size']}px, weights {fp['weights_sha256'][:12]})",
         f"featurestore {result.versions['featurestore']}, scikit-learn {result.versions['scikit-learn']}",
+        *_setting_lines(result),
     ]
+
+
+def _setting_lines(result: BenchResult) -> list[str]:
+    """One line per feature setting: its store and what it adds, on the same images and folds."""
+    lines = []
+    for s in result.settings:
+        views = [
+            *(["fit on flipped views"] if s["flips"] else []),
+            *(["test-time flips"] if s["tta"] else []),
+        ]
+        stored = ", stores flipped views" if s["flip_views"] else ""
+        added = ": " + ", ".join(views) if views else ""
+        lines.append(
+            f"setting {s['label']}: {s['store']} ({s['images']} images, {s['input_size']}px "
+            f"{s['dtype']}{stored}){added}"
+        )
+    if result.settings:
+        lines.append("every setting is scored on the same images and folds (the images all its stores hold)")
+    return lines
 
 
 NOTES = [
@@ -122,7 +164,8 @@ def _warnings(row: Row) -> list[str]:
 
 def format_table(result: BenchResult) -> str:
     """The terminal leaderboard with its context and notes."""
-    lines = [fixed_width(HEADERS, [_cells(row) for row in result.rows]), "", *_context_lines(result)]
+    table = fixed_width(headers(result), [row_cells(result, row) for row in result.rows])
+    lines = [table, "", *_context_lines(result)]
     lines.append(f"cells: {result.cells_total} ({result.cells_reused} reused), {result.seconds:.1f} s")
     lines += NOTES
     warned = {row.name: _warnings(row) for row in result.rows}
@@ -141,6 +184,7 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
         record: dict[str, Any] = {
             "rank": row.rank,
             "name": row.name,
+            **({"setting": row.variant.setting} if result.settings else {}),
             "classifier": row.variant.classifier,
             "features": row.variant.reads,
             "grid_params": json.dumps(row.variant.params, sort_keys=True),
@@ -164,6 +208,11 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
             "fingerprint_digest": result.store["fingerprint_digest"],
             "package_version": result.versions["featurestore"],
         }
+        if result.settings:
+            cost = next(c for c in result.settings if c["label"] == row.variant.setting)
+            record |= {k: cost[k] for k in ("input_size", "dtype", "flips", "tta", "digest")}
+            record["extract_seconds_per_image"] = cost["extract_seconds_per_image"]
+            record["bytes_per_image"] = cost["bytes_per_image"]
         out.append(record)
     return out
 
@@ -179,9 +228,10 @@ def to_csv(result: BenchResult) -> str:
 
 def to_markdown(result: BenchResult) -> str:
     """A markdown page: context, the leaderboard table, the notes."""
-    rows = [_cells(row) for row in result.rows]
+    rows = [row_cells(result, row) for row in result.rows]
+    columns = headers(result)
     escape = [[c.replace("|", "\\|") for c in r] for r in rows]
-    table = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     table += ["| " + " | ".join(r) + " |" for r in escape]
     context = [f"- {line}" for line in _context_lines(result)]
     fingerprint = json.dumps(result.store["fingerprint"], sort_keys=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+import featurestore
 from classifiers.bench.cells import (
     TEST_FOLD,
     CellTask,
@@ -29,8 +30,9 @@ from classifiers.bench.cells import (
     run_cell,
 )
 from classifiers.bench.config import BenchConfig, Variant, expand_variants
-from classifiers.bench.folds import BenchData, Fold, ids_digest, load_data, make_folds
+from classifiers.bench.folds import BenchData, Fold, common_images, ids_digest, load_data, make_folds
 from classifiers.bench.leaderboard import RANK_METRIC, BenchResult, build_rows
+from classifiers.bench.settings import Setting, plan_settings, store_cost
 from featurestore.errors import JobInterrupted
 from featurestore.signals import interrupt_on_signal
 
@@ -39,9 +41,17 @@ MEMMAP_MIN_BYTES = 1 << 20
 
 
 def _plan(
-    variants: list[Variant], data: BenchData, folds: list[Fold], config: BenchConfig, cells_dir: Path
+    variants: list[Variant],
+    data: BenchData,
+    folds: list[Fold],
+    config: BenchConfig,
+    cells_dir: Path,
+    setting: Setting | None = None,
 ) -> tuple[list[CellTask], dict[str, dict[str, Any]], bool]:
-    """Every (variant, fold) task, plus the final fit per variant; the full parameters of each."""
+    """Every (variant, fold) task, plus the final fit per variant; the full parameters of each.
+
+    `setting` says whether the tasks fit on flipped views and score with test-time flips."""
+    views = {"flips": setting.flips, "tta": setting.tta} if setting else {"flips": False, "tta": False}
     from classifiers.keras_heads import KerasHead
     from classifiers.model_file import jsonable
     from classifiers.registry import current_params, final_estimator, make_classifier
@@ -57,12 +67,15 @@ def _plan(
         keras = isinstance(final_estimator(estimator), KerasHead)
         any_keras |= keras
         for fold in folds:
-            key = cell_key(variant, made, digest, fold.index, fold.digest, keras=keras, **layout)
+            key = cell_key(variant, made, digest, fold.index, fold.digest, keras=keras, **layout, **views)
             path = cell_path(cells_dir, key)
-            tasks.append(CellTask(variant, key, path, fold.index, fold.repeat, fold.train, fold.test))
+            tasks.append(
+                CellTask(variant, key, path, fold.index, fold.repeat, fold.train, fold.test, **views)
+            )
         if len(data.y_test):
-            key = cell_key(variant, made, digest, TEST_FOLD, test_digest, keras=keras, **layout)
-            tasks.append(CellTask(variant, key, cell_path(cells_dir, key), TEST_FOLD, None, None, None))
+            key = cell_key(variant, made, digest, TEST_FOLD, test_digest, keras=keras, **layout, **views)
+            path = cell_path(cells_dir, key)
+            tasks.append(CellTask(variant, key, path, TEST_FOLD, None, None, None, **views))
     return tasks, params, any_keras
 
 
@@ -106,9 +119,10 @@ def _execute(
     # the libraries' own defaults (the whole machine).
     threads = None if jobs == 1 else max(1, cores // jobs)
     arrays = (data.X, data.y, data.X_test, data.y_test)
+    flipped = (data.X_flipped, data.X_test_flipped) if data.X_flipped is not None else ()
     done: dict[Path, dict[str, Any]] = {}
     bar, show_bar = _progress(config.progress, len(pending))
-    with bar, _cells(pending, arrays, data.class_names, jobs, threads, config) as finished:
+    with bar, _cells(pending, arrays + flipped, data.class_names, jobs, threads, config) as finished:
         for cell in finished:
             done[cell_path(cells_dir, cell["key"])] = cell
             bar.update(1)
@@ -140,9 +154,38 @@ def _cells(
         return
     from joblib import Parallel, delayed
 
-    with _shared_arrays(arrays, parallel=jobs > 1) as (X, y, X_test, y_test):
+    with _shared_arrays(arrays, parallel=jobs > 1) as shared:
+        X, y, X_test, y_test, *mirrors = shared  # mirrors: the flipped views' maps, when asked
         parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
-        yield parallel(delayed(run_cell)(t, X, y, X_test, y_test, class_names, threads) for t in pending)
+        yield parallel(
+            delayed(run_cell)(t, X, y, X_test, y_test, class_names, threads, *mirrors) for t in pending
+        )
+
+
+def _in_setting(variant: Variant, setting: Setting) -> Variant:
+    """The variant as a row of `setting`: its name (and its grid's) prefixed by the label."""
+    if not setting.label:
+        return variant
+    grid = None if variant.grid is None else setting.prefix(variant.grid)
+    return dataclasses.replace(variant, name=setting.prefix(variant.name), grid=grid, setting=setting.label)
+
+
+def _setting_records(
+    settings: list[Setting], opened: dict[Path, Any], datas: dict[Path, BenchData]
+) -> list[dict[str, Any]]:
+    """What each setting is and costs, for the reports."""
+    costs = {path: store_cost(store, path) for path, store in opened.items()}
+    return [
+        {
+            "label": s.label,
+            "store": str(Path(s.store).resolve()),
+            "digest": datas[s.store].store["digest"],
+            "flips": s.flips,
+            "tta": s.tta,
+            **costs[s.store],
+        }
+        for s in settings
+    ]
 
 
 def _fold_record(fold: Fold) -> dict[str, Any]:
@@ -186,28 +229,60 @@ def _run(config: BenchConfig) -> BenchResult:
     from classifiers.bench.report import write_reports
 
     started = time.perf_counter()
-    variants = expand_variants(config)  # bad names and values fail before the data is read
-    data = load_data(
-        config.store,
-        config.folds,
-        stream=config.stream,
-        reads=[variant.reads for variant in variants],
-        say=lambda line: print(f"bench: {line}", file=sys.stderr),
+    base_variants = expand_variants(config)  # bad names and values fail before the data is read
+    stores = [config.store, *config.stores]
+    opened = {path: featurestore.open_store(path) for path in stores}
+    has_flips = {path: bool(store.fingerprint.flip_views) for path, store in opened.items()}
+    settings, notes = plan_settings(stores, config.flips, config.tta, has_flips)
+    for note in notes:
+        print(f"bench: {note}", file=sys.stderr)
+    needs_flips = {path: any(s.flips or s.tta for s in settings if s.store == path) for path in stores}
+    loaded = [
+        load_data(
+            path,
+            config.folds,
+            stream=config.stream,
+            reads=[variant.reads for variant in base_variants],
+            say=lambda line: print(f"bench: {line}", file=sys.stderr),
+            flipped=needs_flips[path],
+        )
+        for path in stores
+    ]
+    shared, left_out = (
+        common_images(loaded, [str(path) for path in stores]) if len(stores) > 1 else (loaded, 0)
     )
+    if left_out:
+        print(f"bench: {left_out} image(s) not in every store are left out", file=sys.stderr)
+    datas = dict(zip(stores, shared, strict=True))
+    data = shared[0]
     folds = make_folds(data.y, data.ids, config.folds, config.repeats, config.seed)
     cells_dir = config.out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     with _out_lock(config.out):
-        tasks, params, any_keras = _plan(variants, data, folds, config, cells_dir)
+        plans = []
+        for setting in settings:
+            variants = [_in_setting(v, setting) for v in base_variants]
+            plans.append(
+                (setting, variants, *_plan(variants, datas[setting.store], folds, config, cells_dir, setting))
+            )
+        tasks = [t for plan in plans for t in plan[2]]
+        variants = [v for plan in plans for v in plan[1]]
+        params = {name: p for plan in plans for name, p in plan[3].items()}
+        any_keras = any(plan[4] for plan in plans)
         cached = {t.path: cell for t in tasks if (cell := read_cell(t.path, t.key)) is not None}
-        pending = list({t.path: t for t in tasks if t.path not in cached}.values())  # one run per file
         test = " + the test split" if len(data.y_test) else " (no test rows)"
         print(
-            f"bench: {len(variants)} classifier(s) x {len(folds)} fold(s){test}: {len(tasks)} cells, "
-            f"{len(cached)} reused from {cells_dir}, {len(pending)} to run",
+            f"bench: {len(base_variants)} classifier(s) x {len(settings)} setting(s) x {len(folds)} fold(s)"
+            f"{test}: {len(tasks)} cells, {len(cached)} reused from {cells_dir}, "
+            f"{len(tasks) - len(cached)} to run",
             file=sys.stderr,
         )
-        cells = cached | _execute(pending, data, config, cells_dir)
+        cells = dict(cached)
+        for setting, _, setting_tasks, *_ in plans:
+            pending = list(
+                {t.path: t for t in setting_tasks if t.path not in cells}.values()
+            )  # one run per file
+            cells |= _execute(pending, datas[setting.store], config, cells_dir)
         fold_cells = {
             v.name: [cells[t.path] for t in tasks if t.variant is v and t.fold != TEST_FOLD] for v in variants
         }
@@ -222,6 +297,7 @@ def _run(config: BenchConfig) -> BenchResult:
             seconds=time.perf_counter() - started,
             versions=library_versions(any_keras),
             duplicates_dropped=data.duplicates_dropped,
+            settings=_setting_records(settings, opened, datas) if settings[0].label else [],
         )
         files = write_reports(result, config.out)
     return dataclasses.replace(result, files=files)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import StackingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -31,9 +32,17 @@ CALIBRATED_XFAILS = {
     "check_supervised_y_2d": "CalibratedClassifierCV(ensemble=False) fails on (n, 1) targets",
 }
 
+STACKING_XFAILS = {
+    # The check fits 10 rows; the stack's inner 5 folds leave the calibrated SVM fewer than
+    # the 3 rows per class its own 3 folds need, and that error comes first.
+    "check_fit2d_1feature": "inner folds of a calibrated member need more rows than the check has",
+}
+
 
 def expected_failed_checks(estimator: BaseEstimator) -> dict[str, str]:
     failures: dict[str, str] = {}
+    if isinstance(estimator, StackingClassifier):
+        failures |= STACKING_XFAILS
     if isinstance(estimator, Pipeline):
         failures |= PIPELINE_XFAILS
     final = final_estimator(estimator)

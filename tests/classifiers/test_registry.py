@@ -23,7 +23,18 @@ from classifiers.registry import (
 )
 from tests.classifiers.conftest import fast_params, make_maps
 
-NAMES = ["dense", "gap", "logreg", "linear-svm", "rbf-svm", "random-forest", "hist-gb", "knn"]
+NAMES = [
+    "dense",
+    "gap",
+    "logreg",
+    "linear-svm",
+    "rbf-svm",
+    "random-forest",
+    "hist-gb",
+    "knn",
+    "stack",
+    "vote",
+]
 
 
 def test_available_names() -> None:

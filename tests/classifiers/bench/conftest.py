@@ -27,20 +27,30 @@ def write_store(
     seed: int = 0,
     order: Sequence[int] | None = None,
     piece_rows: int = 25,
+    maps_seed: int | None = None,
+    flip_views: bool = False,
+    images: Sequence[int] | None = None,
 ) -> Path:
     """A committed store of `n` rows in pieces of `piece_rows`, written in the row `order` given.
 
     Like `featurestore.testing.make_store`, but an image's id follows its content (row index
     and seed) rather than its position, so that two stores written in different orders hold
-    the same images, as two extractions of one folder would.
+    the same images, as two extractions of one folder would. `maps_seed` draws other maps for
+    the same images (another extraction setting), `flip_views` stores mirrored maps too, and
+    `images` keeps only those row indices (a store extracted part of the way).
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if maps_seed is None else maps_seed)
     labels = np.arange(n) % len(classes)
     features = rng.normal(size=(n, *shape)).astype(np.float32) + separation * labels[:, None, None, None]
     features = np.abs(features)  # VGG maps are ReLU outputs
     fractions = SplitFractions()
     rows = []
     for i in order if order is not None else range(n):
+        if images is not None and i not in images:
+            continue
+        maps = {"features": features[i]}
+        if flip_views:
+            maps["flipped/features"] = features[i][:, ::-1].copy()
         image_id = hashlib.sha256(f"{seed}-image-{i}".encode()).hexdigest()
         rows.append(
             Row(
@@ -50,10 +60,10 @@ def write_store(
                 split=split_of(image_id, fractions),
                 size=0,
                 mtime_ns=0,
-                maps={"features": features[i]},
+                maps=maps,
             )
         )
-    fingerprint = Fingerprint(weights_sha256="0" * 64, input_size=64)
+    fingerprint = Fingerprint(weights_sha256="0" * 64, input_size=64, flip_views=flip_views)
     with StoreWriter(
         path, fingerprint=fingerprint, split_fractions=fractions, source_root="", class_names=list(classes)
     ) as writer:

@@ -1,0 +1,105 @@
+"""Feature settings a benchmark compares: several stores of the same images, with or without
+flipped training views and test-time flips, each with what it costs to extract and keep.
+
+A setting is (store, flips, tta). ``flips`` adds the maps of the mirrored training-fold images
+to the rows a classifier fits on; ``tta`` averages each scored image's probabilities with its
+mirror image's. Both need a store extracted with ``--flip-views``; a store without them gets
+only the plain setting. Every setting is scored on the same folds: the images all the stores
+share, sorted by id (`classifiers.bench.folds.common_images`), so that the leaderboard compares
+feature sets image for image.
+
+Cost per image: the seconds its extractions took per computed image (from the store's run
+history, ``STORE/runs/``; n/a when it has none) and the bytes of the maps it keeps per image
+(every layer and view, at the storage dtype).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.errors import BenchError
+
+#: `--flips` and `--tta` choices: one value, or both (each a setting of its own).
+FLIP_CHOICES = ("no", "yes", "both")
+TTA_CHOICES = ("none", "flip", "both")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One feature set to score every classifier on."""
+
+    label: str  # "" for the one plain setting of a single-store benchmark (names unchanged)
+    store: Path
+    flips: bool
+    tta: bool
+
+    def prefix(self, name: str) -> str:
+        return f"{self.label}/{name}" if self.label else name
+
+
+def _store_label(path: Path, taken: set[str]) -> str:
+    label = path.name or str(path)
+    n = 2
+    while label in taken:
+        label, n = f"{path.name}-{n}", n + 1
+    taken.add(label)
+    return label
+
+
+def plan_settings(
+    stores: list[Path], flips: str, tta: str, has_flips: dict[Path, bool]
+) -> tuple[list[Setting], list[str]]:
+    """The settings to run, in order, and notes on those a store without flipped views skips."""
+    if flips not in FLIP_CHOICES:
+        raise BenchError(f"--flips must be one of {', '.join(FLIP_CHOICES)}, not {flips!r}")
+    if tta not in TTA_CHOICES:
+        raise BenchError(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {tta!r}")
+    flip_values = {"no": [False], "yes": [True], "both": [False, True]}[flips]
+    tta_values = {"none": [False], "flip": [True], "both": [False, True]}[tta]
+    plain = len(stores) == 1 and flip_values == [False] and tta_values == [False]
+    settings, notes, taken = [], [], set()
+    for store in stores:
+        name = _store_label(store, taken)
+        for use_flips in flip_values:
+            for use_tta in tta_values:
+                if (use_flips or use_tta) and not has_flips[store]:
+                    notes.append(f"{name}: no flipped views (extract with --flip-views); plain setting only")
+                    continue
+                label = "" if plain else name + ("+flips" if use_flips else "") + ("+tta" if use_tta else "")
+                settings.append(Setting(label, store, use_flips, use_tta))
+        if not any(s.store == store for s in settings):
+            settings.append(Setting(name, store, False, False))
+    return settings, sorted(set(notes))
+
+
+def store_cost(store: Any, store_dir: Path) -> dict[str, Any]:
+    """Extraction seconds and stored bytes per image, with the settings that explain them."""
+    from featurestore.run_fields import store_bytes
+    from featurestore.runs import list_runs
+
+    images = sum(sum(per_class.values()) for per_class in store.counts().values())
+    seconds = computed = 0.0
+    for record in list_runs(store_dir):
+        counts = record.get("counts") or {}
+        if record.get("kind") == "extract" and record.get("seconds") and counts.get("computed"):
+            seconds += float(record["seconds"])
+            computed += int(counts["computed"])
+    fp = store.fingerprint
+    itemsize = 2 if fp.dtype == "float16" else 4
+    views = (False, True) if fp.flip_views else (False,)
+    maps = sum(int(np.prod(store.map_shape(layer, flipped=f))) for layer in fp.layers for f in views)
+    return {
+        "input_size": fp.input_size,
+        "dtype": fp.dtype,
+        "flip_views": fp.flip_views,
+        "images": images,
+        "extract_seconds_per_image": seconds / computed if computed else None,
+        # The maps each image keeps (all layers and views): what the store grows by per image,
+        # whatever rows of replaced or deleted images its pieces still hold.
+        "bytes_per_image": maps * itemsize,
+        "store_bytes": store_bytes(store_dir),
+    }

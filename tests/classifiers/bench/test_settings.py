@@ -1,0 +1,70 @@
+"""bench over several stores of the same images, with flipped training views and test-time flips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from classifiers.bench.config import BenchConfig
+from classifiers.bench.runner import run_benchmark
+from classifiers.bench.settings import plan_settings
+from classifiers.errors import BenchError
+from tests.classifiers.bench.conftest import CHEAP, write_store
+
+
+def test_settings_skip_flips_a_store_does_not_have(tmp_path: Path) -> None:
+    a, b = tmp_path / "s150", tmp_path / "s224"
+    settings, notes = plan_settings([a, b], "both", "flip", {a: True, b: False})
+    assert [s.label for s in settings] == ["s150+tta", "s150+flips+tta", "s224"]
+    assert notes == ["s224: no flipped views (extract with --flip-views); plain setting only"]
+    plain, _ = plan_settings([a], "no", "none", {a: True})
+    assert [s.label for s in plain] == [""]  # one plain setting: the names stay as they were
+    with pytest.raises(BenchError, match="--flips must be one of"):
+        plan_settings([a], "sometimes", "none", {a: True})
+
+
+def test_stores_of_the_same_images_share_folds_and_report_their_cost(tmp_path: Path) -> None:
+    flips = write_store(tmp_path / "small", flip_views=True)
+    other = write_store(tmp_path / "large", maps_seed=7, images=range(60))  # extracted part way
+    config = BenchConfig(
+        store=flips,
+        stores=(other,),
+        out=tmp_path / "out",
+        classifiers=CHEAP,
+        folds=3,
+        flips="both",
+        tta="both",
+        progress=False,
+    )
+    result = run_benchmark(config)
+    labels = [s["label"] for s in result.settings]
+    assert labels == ["small", "small+tta", "small+flips", "small+flips+tta", "large"]
+    assert len(result.rows) == len(CHEAP) * len(labels)
+    # One set of folds, over the images both stores hold, for every row.
+    digests = {tuple(c["key"]["fold_digest"] for c in row.folds) for row in result.rows}
+    assert len(digests) == 1
+    n_images = {row.folds[0]["n_train"] for row in result.rows}
+    assert len(n_images) == 1
+    for row in result.rows:
+        fitted = row.folds[0]["n_fit_rows"]
+        assert fitted == (2 if "+flips" in row.variant.setting else 1) * row.folds[0]["n_train"]
+        assert row.name.startswith(row.variant.setting + "/")
+    small = result.settings[0]
+    assert small["flip_views"] and small["bytes_per_image"] > 0 and small["images"] == 72
+    assert small["extract_seconds_per_image"] is None  # no run history in a hand-made store
+    table = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "KB/img" in table and "setting small+flips+tta:" in table
+    # The plain cells of a store are those a single-store run computes (same keys, reused).
+    again = run_benchmark(BenchConfig(store=flips, out=tmp_path / "out", classifiers=CHEAP, folds=3))
+    assert again.cells_reused < again.cells_total  # other images (all 72): other folds
+    assert not again.settings
+
+
+def test_stores_with_other_labels_are_refused(tmp_path: Path) -> None:
+    a = write_store(tmp_path / "a")
+    b = write_store(tmp_path / "b", classes=("birds", "fish"))
+    with pytest.raises(BenchError, match="classes"):
+        run_benchmark(
+            BenchConfig(store=a, stores=(b,), out=tmp_path / "out", classifiers=("logreg",), folds=3)
+        )
