@@ -21,6 +21,7 @@ from featurestore.splits import SplitFractions
 
 FORMAT = "featurestore.store/1"
 MANIFEST = "manifest.json"
+REBUILD_MANIFEST = "rebuild.json"  # the commits of a rebuild in progress, beside the live ones
 PIECES = "pieces"
 TMP = ".tmp"  # pieces being written; the next writer deletes what is left
 TEXT_COLUMNS = ("ids", "paths", "labels", "splits")
@@ -192,9 +193,10 @@ def _parse(data: Any) -> Manifest:
     )
 
 
-def read_manifest(store_dir: Path) -> Manifest:
-    """The validated manifest of a store; `StoreError` naming the field otherwise."""
-    path = Path(store_dir) / MANIFEST
+def read_manifest(store_dir: Path, name: str = MANIFEST) -> Manifest:
+    """The validated manifest of a store (or its `REBUILD_MANIFEST`); `StoreError` naming the
+    field otherwise."""
+    path = Path(store_dir) / name
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -245,6 +245,19 @@ class FeatureStore:
             raise StoreError(f"unknown split(s) {sorted(unknown)}; choose from {list(SPLITS)}")
         return splits
 
+    def _open_piece(self, info: PieceInfo) -> h5py.File:
+        """A committed piece of this view, open for reading; a piece that a rebuild deleted
+        since this view was opened is a one-line `StoreError`."""
+        path = self.path / info.file
+        try:
+            return h5py.File(path, "r")
+        except OSError as exc:
+            if not path.exists():
+                raise StoreError(
+                    f"{path}: gone since this reader opened the store (rebuilt meanwhile?); open it again"
+                ) from None
+            raise StoreError(f"{path}: committed piece cannot be read ({exc})") from None
+
     def _read(self, selections: list[tuple[_PieceIndex, int, int, np.ndarray]], name: str) -> FeatureSet:
         shape = self._shape_of(name)
         total = sum(int(mask.sum()) for *_, mask in selections)
@@ -252,7 +265,7 @@ class FeatureStore:
         parts: dict[str, list[np.ndarray]] = {c: [] for c in ("ids", "paths", "labels", "splits")}
         at = 0
         for piece, start, stop, mask in selections:
-            with h5py.File(self.path / piece.info.file, "r") as f:
+            with self._open_piece(piece.info) as f:
                 block = f[name][start:stop]  # one contiguous read
             n = int(mask.sum())
             features[at : at + n] = block if n == stop - start else block[mask]
@@ -273,7 +286,7 @@ class FeatureStore:
     def _shape_of(self, name: str) -> tuple[int, ...]:
         """The shape the pieces hold; VGG16's geometry for a store with no rows yet."""
         for piece in self._pieces:
-            with h5py.File(self.path / piece.info.file, "r") as f:
+            with self._open_piece(piece.info) as f:
                 return tuple(f[name].shape[1:])
         layer = name.removeprefix("flipped/").removeprefix("layers/")
         return output_shape(
@@ -285,7 +298,7 @@ class FeatureStore:
         for piece in reversed(self._pieces):
             rows = np.flatnonzero(piece.columns["ids"] == image_id)
             if len(rows):
-                with h5py.File(self.path / piece.info.file, "r") as f:
+                with self._open_piece(piece.info) as f:
                     return {name: f[name][int(rows[0])] for name in map_datasets(self.fingerprint)}
         return None
 

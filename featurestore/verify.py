@@ -7,8 +7,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featurestore.format import COLUMNS, PIECES, StoreError, map_datasets, read_manifest
-from featurestore.fsutil import file_sha256
+from featurestore.format import COLUMNS, PIECES, TMP, StoreError, map_datasets, read_manifest
+from featurestore.fsutil import file_sha256, stale_temps
+from featurestore.runs import RUNS
 
 
 def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
@@ -40,7 +41,23 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
         for entry in (sorted(pieces_dir.iterdir()) if pieces_dir.is_dir() else [])
         if entry.name not in named
     ]
-    return findings, notes
+    return findings, notes + leftover_notes(store_dir)
+
+
+def leftover_notes(store_dir: Path) -> list[str]:
+    """Temporary files of killed writers (manifest, run records) and unfinished pieces: harmless,
+    and deleted by the next writer, but reported so that nothing lingers unseen."""
+    notes = [
+        f"{entry.relative_to(store_dir)}: left by a killed writer (the next writer deletes it)"
+        for folder in (store_dir, store_dir / RUNS)
+        for entry in stale_temps(folder)
+    ]
+    unfinished = store_dir / TMP
+    notes += [
+        f"{TMP}/{entry.name}: unfinished piece (a writer was killed or is running; the next deletes it)"
+        for entry in (sorted(unfinished.iterdir()) if unfinished.is_dir() else [])
+    ]
+    return notes
 
 
 def _check_piece(path: Path, rows: int, maps: list[str]) -> list[str]:

@@ -4,6 +4,11 @@ Two separate public calls: `write_piece` (any process that can write the store f
 cluster worker) and `StoreWriter.commit` (the one writer holding the lock, e.g. the driver).
 Crash anywhere and the store still opens at its last manifest: a piece renamed into place but
 not yet named by a manifest is an orphan, deleted by the next writer (its images are recomputed).
+
+A rebuild of an existing store commits to a manifest of its own (`REBUILD_MANIFEST`) beside the
+live one, and switches the live manifest to it in one atomic rename when it completes; readers
+read the old content until then, and a rebuild killed or stopped before is resumed by the next
+rebuild with the same settings (a plain run abandons it).
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ import h5py
 import numpy as np
 
 from featurestore.fingerprint import Fingerprint
-from featurestore.format import MANIFEST, PIECES, TMP, Manifest, PieceInfo, StoreError, read_manifest
+from featurestore.format import (
+    MANIFEST,
+    PIECES,
+    REBUILD_MANIFEST,
+    TMP,
+    Manifest,
+    PieceInfo,
+    StoreError,
+    read_manifest,
+)
 from featurestore.fsutil import atomic_write_bytes, file_sha256, publish
 from featurestore.lock import FolderLock, store_lock
 from featurestore.splits import SPLITS, SplitFractions
@@ -64,7 +78,8 @@ class StoreWriter:
         self._own_lock = lock is None  # a caller may take the lock early, before costly work
         self._lock = lock or store_lock(self.path)
         self.manifest: Manifest | None = None
-        self._committed: Manifest | None = None  # the manifest on disk when the writer started
+        self._committed: Manifest | None = None  # the live manifest on disk
+        self._target = MANIFEST  # where commits go: REBUILD_MANIFEST while rebuilding a store
 
     def __enter__(self) -> StoreWriter:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -74,11 +89,18 @@ class StoreWriter:
             self.manifest = self._start()
             self._remove_leftovers()
         except BaseException:
-            self.__exit__()
+            self._release()
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if exc_type is None and self._target == REBUILD_MANIFEST:
+                self._switch()  # only a rebuild that ran to its end replaces the live content
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self._own_lock:
             self._lock.__exit__()
 
@@ -95,7 +117,9 @@ class StoreWriter:
         current = read_manifest(self.path)
         self._committed = current
         if self._rebuild:
-            return dataclasses.replace(fresh, generation=current.generation)
+            self._target = REBUILD_MANIFEST
+            restart = dataclasses.replace(fresh, generation=current.generation)
+            return self._resumable(fresh, current) or restart
         differences = current.fingerprint.differences(self._fingerprint)
         if current.split_fractions != self._split_fractions:
             differences.append(
@@ -113,12 +137,30 @@ class StoreWriter:
             source_root=self._source_root,
         )
 
+    def _resumable(self, fresh: Manifest, current: Manifest) -> Manifest | None:
+        """The commits of an unfinished rebuild to the same settings, to go on from."""
+        if not (self.path / REBUILD_MANIFEST).exists():
+            return None
+        try:
+            side = read_manifest(self.path, REBUILD_MANIFEST)
+        except StoreError:
+            return None  # damaged: start the rebuild again
+        if (
+            side.generation <= current.generation  # already switched in
+            or side.fingerprint.digest != fresh.fingerprint.digest
+            or side.split_fractions != fresh.split_fractions
+        ):
+            return None
+        return dataclasses.replace(side, class_names=fresh.class_names or side.class_names)
+
     def _remove_leftovers(self) -> None:
         """Delete unfinished pieces and pieces that no manifest names (a crash's leftovers).
 
-        A rebuild starts from an empty manifest, but the one on disk still names the old
-        pieces until the rebuild's first commit: they stay, for readers and for a kill.
+        A rebuild keeps the live manifest's pieces, for readers and for a kill; any other run
+        abandons an unfinished rebuild (its manifest and pieces).
         """
+        if self._target == MANIFEST:
+            (self.path / REBUILD_MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(self.path / TMP, ignore_errors=True)
         (self.path / TMP).mkdir()
         (self.path / PIECES).mkdir(exist_ok=True)
@@ -165,11 +207,24 @@ class StoreWriter:
             failures=all_failures,
             updated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
-        atomic_write_bytes(self.path / MANIFEST, manifest.to_json())
+        atomic_write_bytes(self.path / self._target, manifest.to_json())
         self.manifest = manifest
-        self._drop_unnamed(self._committed)
-        self._committed = manifest
+        if self._target == MANIFEST:
+            self._drop_unnamed(self._committed)
+            self._committed = manifest
         return manifest
+
+    def _switch(self) -> None:
+        """A completed rebuild: make its manifest the live one in one rename, then delete the
+        old content (a kill in between leaves pieces that the next writer deletes)."""
+        assert self.manifest is not None and self._committed is not None
+        generation = max(self.manifest.generation, self._committed.generation + 1)
+        self.manifest = dataclasses.replace(self.manifest, generation=generation)
+        atomic_write_bytes(self.path / MANIFEST, self.manifest.to_json())
+        (self.path / REBUILD_MANIFEST).unlink(missing_ok=True)
+        self._drop_unnamed(self._committed)
+        self._committed = self.manifest
+        self._target = MANIFEST
 
     def _drop_unnamed(self, previous: Manifest | None) -> None:
         """Delete the pieces that the manifest just replaced named and the new one does not (the
