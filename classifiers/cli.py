@@ -26,7 +26,7 @@ from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
 from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
 from featurestore.errors import FeaturestoreError
-from featurestore.extract_config import ExtractConfig
+from featurestore.extract_config import MAX_BATCH_SIZE, MAX_COMMIT_EVERY, MAX_WORKERS, ExtractConfig
 from featurestore.fingerprint import DTYPES, PRECISIONS
 from featurestore.quiet import quiet_tensorflow
 from featurestore.splits import SplitFractions
@@ -110,14 +110,14 @@ def main() -> None:
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH_SIZE),
     default=default(ExtractConfig, "batch_size"),
     show_default=True,
     help="Images per model call.",
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_WORKERS),
     default=default(ExtractConfig, "workers"),
     show_default=True,
     help="Decode workers.",
@@ -149,7 +149,7 @@ def main() -> None:
 @click.option("--rehash", is_flag=True, help="Hash every file instead of trusting size and mtime.")
 @click.option(
     "--commit-every",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_COMMIT_EVERY),
     default=default(ExtractConfig, "commit_every"),
     show_default=True,
     help="Rows per committed piece.",

@@ -9,7 +9,17 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from featurestore.checks import check_choice, check_int, check_number
+from featurestore.fingerprint import DTYPES, PRECISIONS
 from featurestore.splits import SplitFractions
+from featurestore.vgg16 import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+# Upper bounds that keep a typo from exhausting memory: a batch of 4096 images at 1024 px is
+# 51 GiB of input already; threads beyond a few hundred only contend; 65536 pending rows of
+# block5_pool maps at 1024 px are 66 GiB. The CLI's click ranges use the same numbers.
+MAX_BATCH_SIZE = 4096
+MAX_WORKERS = 256
+MAX_COMMIT_EVERY = 65536
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,3 +41,15 @@ class ExtractConfig:
     commit_every: int = 512
     commit_seconds: float = 60.0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot work before any work, naming the option (issue 14, item 8)."""
+        check_int("input-size", self.input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE)
+        check_int("batch-size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_int("workers", self.workers, 1, MAX_WORKERS)
+        check_int("commit-every", self.commit_every, 1, MAX_COMMIT_EVERY)
+        check_number("commit-seconds", self.commit_seconds, positive=True)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.split_fractions, SplitFractions):
+            raise TypeError(f"split_fractions must be a SplitFractions, not {self.split_fractions!r}")
