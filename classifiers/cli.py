@@ -26,6 +26,7 @@ from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
 from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
 from featurestore.errors import FeaturestoreError
+from featurestore.exitcodes import DRIFT, FAILED_IMAGES, GATE_FAILED, OK, exit_code_for
 from featurestore.extract_config import MAX_BATCH_SIZE, MAX_COMMIT_EVERY, MAX_WORKERS, ExtractConfig
 from featurestore.fingerprint import DTYPES, PRECISIONS
 from featurestore.quiet import quiet_tensorflow
@@ -38,6 +39,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: The feature transforms of `classifiers.transforms.FEATURE_MODES` (a test keeps them equal;
 #: importing that module here would import scikit-learn for --help).
 FEATURE_MODES = ("flatten", "avg", "max")
+#: The job kinds of featurestore.runs.KINDS (a test keeps them equal).
+RUN_KINDS = ("extract", "compact", "train", "finetune")
 CLASSIFIER_HELP = "dense, gap, logreg, linear-svm, rbf-svm, random-forest, hist-gb or knn."
 
 
@@ -66,12 +69,12 @@ class SplitsType(click.ParamType):
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """The project's own errors, and OSErrors (a full disk, a permission), become one line and
-    their exit code; anything else is a bug and keeps its traceback."""
+    their exit code (docs/exit-codes.md); anything else is a bug and keeps its traceback."""
     try:
         yield
     except FeaturestoreError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        sys.exit(exit_code_for(exc))
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
@@ -155,20 +158,53 @@ def main() -> None:
     help="Rows per committed piece.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object last.")
+# -- scheduler options (run record, drift, exit codes, metrics; docs/nightly.md) --
+@click.option(
+    "--progress-every",
+    "progress_interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=default(ExtractConfig, "progress_interval"),
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between progress lines when stderr is not a terminal (a log).",
+)
+@click.option("--strict", is_flag=True, help=f"Exit {FAILED_IMAGES} if any image could not be read.")
+@click.option(
+    "--drift/--no-drift",
+    default=True,
+    show_default=True,
+    help="Compare the new rows with the earlier ones (stored in the run record).",
+)
+@click.option(
+    "--fail-on-drift",
+    type=click.FloatRange(0.5, 1.0),
+    metavar="AUC",
+    help=f"Exit {DRIFT} when the new rows drifted at this domain-classifier AUC (e.g. 0.7).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the run's figures here in the Prometheus text format (a *.prom file).",
+)
 def extract(
     source: Path,
     store: Path,
     unlabeled: bool,
     extra_layers: tuple[str, ...],
     as_json: bool,
+    strict: bool,
+    drift: bool,
+    fail_on_drift: float | None,
+    metrics_file: Path | None,
     **options: Any,
 ) -> None:
     """Extract features of every new or changed image under SOURCE into STORE.
 
     SOURCE is a folder with one subfolder per class, an unlabeled folder, or a CSV manifest
-    with columns path,label.
+    with columns path,label. Each run is recorded in STORE/runs/ (`featurestore runs`); the
+    exit code says how it ended (docs/exit-codes.md).
     """
-    from featurestore.extract import run_extract
+    from featurestore.recorded import RunOptions, recorded_extract
 
     with user_errors():
         config = ExtractConfig(
@@ -178,10 +214,19 @@ def extract(
             extra_layers=extra_layers,
             **options,
         )
-        summary = run_extract(config)
-    click.echo(summary.line())
+        run_options = RunOptions(
+            strict=strict,
+            fail_on_drift=fail_on_drift,
+            drift=drift or fail_on_drift is not None,
+            metrics_file=metrics_file,
+        )
+        outcome = recorded_extract(config, run_options)
+    click.echo(outcome.line)
+    if outcome.drift is not None:
+        click.echo(outcome.drift.line())
     if as_json:
-        echo_json(dataclasses.asdict(summary))
+        echo_json(outcome.summary)
+    sys.exit(outcome.exit_code)
 
 
 @main.command()
@@ -224,6 +269,62 @@ def export(store: Path, out: Path) -> None:
     with user_errors():
         n = export_store(open_store(store), out)
     click.echo(f"wrote {n} rows to {out}")
+
+
+# -- run history and the report (docs/nightly.md) ---------------------------------------
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--last", type=click.IntRange(min=1), metavar="N", help="Only the last N runs.")
+@click.option("--kind", type=click.Choice(RUN_KINDS), help="Only runs of this job.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as one JSON array.")
+def runs(store: Path, last: int | None, kind: str | None, as_json: bool) -> None:
+    """List STORE's run history, oldest first: how each run ended, counts, time, errors.
+
+    A run whose process died without finishing its record (SIGKILL, power loss) shows as killed.
+    """
+    from featurestore.format import read_manifest
+    from featurestore.runs import RUNS, format_runs, list_runs
+
+    with user_errors():
+        if not (store / RUNS).is_dir():  # a first run killed before its first commit has only runs/
+            read_manifest(store)  # a mistyped path is an error, not an empty history
+        records = list_runs(store, last=last, kind=kind)
+    click.echo(json.dumps(records, indent=1) if as_json else format_runs(records))
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Folder for index.html."
+)
+@click.option(
+    "--leaderboard",
+    type=click.Path(path_type=Path),
+    help="A bench output folder, or its results.json or leaderboard.csv.",
+)
+@click.option(
+    "--model", "models", multiple=True, type=click.Path(path_type=Path), help="A model folder; repeatable."
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.5, 1.0),
+    metavar="AUC",
+    help="Drift AUC line to draw (default: the last drift check's).",
+)
+def report(
+    store: Path, out: Path, leaderboard: Path | None, models: tuple[Path, ...], threshold: float | None
+) -> None:
+    """Write OUT/index.html: one self-contained page (and its PNGs) of STORE's runs per night,
+    throughput, failures, class balance, drift, and the given leaderboard and models."""
+    from featurestore.format import read_manifest
+    from featurestore.report import build_report
+
+    with user_errors():
+        read_manifest(store)
+        page = build_report(store, out, leaderboard, models, threshold=threshold)
+    click.echo(f"wrote {page}")
 
 
 @main.command()
@@ -293,6 +394,24 @@ def weights_import_onnx() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
+# -- the retrain gate and the run record (docs/nightly.md) --
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path, file_okay=False),
+    help=f"The model in use: exit {GATE_FAILED} if the new one is significantly worse on the same "
+    "test rows (McNemar's exact test).",
+)
+@click.option(
+    "--min-accuracy",
+    type=click.FloatRange(0.0, 1.0),
+    metavar="X",
+    help=f"Exit {GATE_FAILED} if the new model's test accuracy is below X.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the run's figures here in the Prometheus text format (a *.prom file).",
+)
 def train(
     store: Path,
     classifier: str | None,
@@ -303,23 +422,43 @@ def train(
     flips: bool | None,
     overwrite: bool,
     as_json: bool,
+    baseline: Path | None,
+    min_accuracy: float | None,
+    metrics_file: Path | None,
 ) -> None:
     """Train a classifier on STORE's train split; report validation and test metrics.
 
     Writes the model folder (metadata.json, the estimator, confusion matrices and, for Keras
-    heads, training curves as PNG).
+    heads, training curves as PNG). With --baseline or --min-accuracy the new model is gated:
+    a nightly script promotes it only when the exit code is 0.
     """
+    from classifiers.gate_models import gate_line, gate_models
+    from classifiers.model_file import load_model
     from classifiers.registry import training_settings
+    from classifiers.run_records import train_fields
     from classifiers.training import train_from_store
+    from featurestore.recorded import recorded_job
 
     with user_errors():
         name, chosen_features, chosen_params = training_settings(config, classifier, features, params)
-        report = train_from_store(
-            store, name, out, chosen_params, chosen_features, flips=flips, overwrite=overwrite
-        )
+        if baseline is not None:
+            load_model(baseline)  # a baseline that cannot be read fails before any training
+        with recorded_job(store, "train", metrics_file=metrics_file) as run:
+            report = train_from_store(
+                store, name, out, chosen_params, chosen_features, flips=flips, overwrite=overwrite
+            )
+            decision = None
+            if baseline is not None or min_accuracy is not None:
+                decision = gate_models(store, report.model_path, baseline, min_accuracy=min_accuracy)
+            code = OK if decision is None or decision.promote else GATE_FAILED
+            gate = None if decision is None else decision.to_dict()
+            run.update(**train_fields(report, gate), exit_code=code)
     click.echo(report.summary())
+    if decision is not None:
+        click.echo(gate_line(decision))
     if as_json:
-        echo_json(report.to_dict())
+        echo_json({**report.to_dict(), "gate": gate, "run": run.record["id"], "exit_code": code})
+    sys.exit(code)
 
 
 @main.command()
@@ -524,9 +663,14 @@ def finetune(store: Path, as_json: bool, **options: Any) -> None:
     is checkpointed in OUT/checkpoint/: rerun the same command after a crash to continue.
     """
     from classifiers.finetune.job import run_finetune
+    from classifiers.run_records import finetune_fields
+    from featurestore.recorded import recorded_job
 
     with user_errors():  # SIGTERM or Ctrl-C: one line, exit 128 + signal (`JobInterrupted`)
-        report = run_finetune(FinetuneConfig(store=store, **options))
+        finetune_config = FinetuneConfig(store=store, **options)
+        with recorded_job(store, "finetune") as run:
+            report = run_finetune(finetune_config)
+            run.update(**finetune_fields(report))
     click.echo(report.summary())
     if as_json:
         echo_json(report.to_dict())

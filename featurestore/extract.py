@@ -18,8 +18,10 @@ from featurestore.extractor import Extractor
 from featurestore.lock import FolderLock, store_lock
 from featurestore.pipeline import Pipeline, PipelineSettings
 from featurestore.plan import plan_extraction
+from featurestore.progress import Progress
 from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, discover
+from featurestore.stages import StageTimes
 from featurestore.store import FeatureStore
 from featurestore.writer import StoreWriter
 
@@ -45,6 +47,8 @@ class ExtractSummary:
     images_per_s: float
     store_bytes: int
     failures: dict[str, str]
+    # seconds, images and images/s of discover, plan, decode, model, write and total
+    stages: dict[str, dict[str, float | int | None]] = dataclasses.field(default_factory=dict)
 
     def line(self) -> str:
         return (
@@ -59,14 +63,21 @@ class ExtractSummary:
 def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> ExtractSummary:
     """Run one extraction; see the module docstring. Returns the summary."""
     started = time.perf_counter()
-    source = discover(config.source, labels=config.labels)
+    times = StageTimes()
+    with times.timed("discover"):
+        source = discover(config.source, labels=config.labels)
     Path(config.store).mkdir(parents=True, exist_ok=True)
     with store_lock(Path(config.store)) as lock:  # refuse a second writer before any costly work
-        return _extract_locked(config, source, extractor, lock, started)
+        return _extract_locked(config, source, extractor, lock, started, times)
 
 
 def _extract_locked(
-    config: ExtractConfig, source: Source, extractor: Extractor | None, lock: FolderLock, started: float
+    config: ExtractConfig,
+    source: Source,
+    extractor: Extractor | None,
+    lock: FolderLock,
+    started: float,
+    times: StageTimes,
 ) -> ExtractSummary:
     extractor = extractor or Extractor(
         weights=config.weights,
@@ -88,9 +99,13 @@ def _extract_locked(
     ) as writer:
         assert writer.manifest is not None
         current = FeatureStore(writer.path, writer.manifest)
-        plan = plan_extraction(source, current, rehash=config.rehash)
+        with times.timed("plan"):
+            plan = plan_extraction(source, current, rehash=config.rehash)
         skipped = {relpath: {"reason": reason} for relpath, reason in source.skipped}
-        run = Pipeline(_settings(config), extractor, writer, current)
+        progress = Progress(
+            len(plan.tasks), label="extract", interval=config.progress_interval, enabled=config.progress
+        )
+        run = Pipeline(_settings(config), extractor, writer, current, times=times, progress=progress)
         with StopOnSignal() as stop:
             try:
                 run.process(plan.tasks, stop)
@@ -99,6 +114,7 @@ def _extract_locked(
             if stop.signum:
                 raise ExtractInterrupted(stop.signum)
     seconds = time.perf_counter() - started
+    times.add("total", seconds, run.computed)
     return ExtractSummary(
         discovered=len(source.images) + len(source.skipped),
         new=plan.count("new"),
@@ -115,6 +131,7 @@ def _extract_locked(
             **{k: v["reason"] for k, v in run.failures.items()},
             **{k: v["reason"] for k, v in skipped.items()},
         },
+        stages=times.to_dict(),
     )
 
 

@@ -41,6 +41,7 @@ class ExtractConfig:
     commit_every: int = 512
     commit_seconds: float = 60.0
     progress: bool = True
+    progress_interval: float = 30.0  # seconds between progress lines when stderr is not a terminal
 
     def __post_init__(self) -> None:
         """Refuse what cannot work before any work, naming the option (issue 14, item 8)."""
@@ -49,6 +50,7 @@ class ExtractConfig:
         check_int("workers", self.workers, 1, MAX_WORKERS)
         check_int("commit-every", self.commit_every, 1, MAX_COMMIT_EVERY)
         check_number("commit-seconds", self.commit_seconds, positive=True)
+        check_number("progress-interval", self.progress_interval, positive=True)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.split_fractions, SplitFractions):

@@ -147,16 +147,28 @@ def recover_folder(path: str | Path) -> None:
     path = Path(path)
     olds = sorted(
         (entry for entry in _siblings(path, _OLD) if not _alive(entry[1])),
-        key=lambda entry: entry[0].stat().st_mtime_ns,
+        key=lambda entry: _mtime(entry[0]),
     )
     if not olds:
         return
     if not path.exists():
         newest, _ = olds.pop()
-        os.rename(newest, path)
+        try:
+            os.rename(newest, path)
+        except OSError:
+            if not path.exists():
+                raise
+            # Another process (a reader's `recover_folder`, the next writer) put one back first.
         fsync_path(path.parent)
     for old, _ in olds:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:  # removed meanwhile by another process's recovery
+        return -1
 
 
 def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:

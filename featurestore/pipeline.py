@@ -21,8 +21,10 @@ import numpy as np
 from featurestore.extractor import Extractor
 from featurestore.images import ImageError, load_image
 from featurestore.plan import Task
+from featurestore.progress import Progress
 from featurestore.signals import StopOnSignal
 from featurestore.splits import SplitFractions, split_of
+from featurestore.stages import StageTimes
 from featurestore.store import FeatureStore
 from featurestore.writer import Row, StoreWriter
 
@@ -78,8 +80,13 @@ class Pipeline:
         extractor: Extractor,
         writer: StoreWriter,
         current: FeatureStore,
+        *,
+        times: StageTimes | None = None,
+        progress: Progress | None = None,
     ):
         self.settings = settings
+        self.times = times or StageTimes()  # decode, model and write seconds, for the run record
+        self.progress = progress
         self.extractor = extractor
         self.writer = writer
         self.current = current
@@ -94,10 +101,9 @@ class Pipeline:
         self.last_commit = time.monotonic()
 
     def process(self, tasks: list[Task], stop: StopOnSignal) -> None:
-        bar = _progress(len(tasks), self.settings.progress)
+        bar = self.progress or Progress(len(tasks), label="extract", enabled=self.settings.progress)
         batch: list[_Decoded] = []
-        for decoded in self._decoded(tasks, stop):
-            bar.update(1)
+        for done, decoded in enumerate(self._decoded(tasks, stop), 1):
             if decoded.error is not None:
                 self._fail(decoded)
             elif decoded.pixels is None:
@@ -107,7 +113,7 @@ class Pipeline:
             if len(batch) >= self.settings.batch_size:
                 self._embed(batch)
                 batch = []
-                bar.set_postfix_str(f"{self.computed / max(self.model_seconds, 1e-9):.1f} img/s model")
+            bar.update(done, len(self.failures))
             self.flush()
         if batch:
             self._embed(batch)
@@ -133,7 +139,9 @@ class Pipeline:
 
     def _submit(self, pool: ThreadPoolExecutor, task: Task) -> Future[_Decoded]:
         current_id = self.live_ids.get(task.image.relpath)
-        return pool.submit(_decode, task, self.settings.input_size, self.known_ids, current_id)
+        return pool.submit(
+            self.times.call, "decode", _decode, task, self.settings.input_size, self.known_ids, current_id
+        )
 
     def _row(self, decoded: _Decoded, maps: dict[str, np.ndarray]) -> Row:
         image = decoded.task.image
@@ -154,7 +162,9 @@ class Pipeline:
             )
         started = time.perf_counter()
         maps = self.extractor.embed(np.stack([d.pixels for d in batch]))
-        self.model_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.model_seconds += seconds
+        self.times.add("model", seconds, len(batch))
         self.computed += len(batch)
         for i, decoded in enumerate(batch):
             self.pending.append(self._row(decoded, {name: m[i] for name, m in maps.items()}))
@@ -197,14 +207,11 @@ class Pipeline:
         stale = [k for k in recorded if k not in all_failures] if force else []
         if not (self.pending or deleted or stale or all_failures.keys() - recorded.keys()):
             return  # nothing changed: leave the manifest as it is
-        self.writer.commit_rows(self.pending, deleted=deleted or (), failures=all_failures, resolved=stale)
+        with self.times.timed("write", len(self.pending)):
+            self.writer.commit_rows(
+                self.pending, deleted=deleted or (), failures=all_failures, resolved=stale
+            )
         for row in self.pending:
             self.known_ids.add(row.image_id)
         self.pending = []
         self.last_commit = time.monotonic()
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", disable=not enabled or not sys.stderr.isatty(), file=sys.stderr)

@@ -24,6 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from featurestore import exitcodes
 from featurestore.fingerprint import Fingerprint
 from featurestore.format import (
     MANIFEST,
@@ -38,6 +39,13 @@ from featurestore.format import (
 from featurestore.fsutil import atomic_write_bytes, file_sha256, publish
 from featurestore.lock import FolderLock, store_lock
 from featurestore.splits import SPLITS, SplitFractions
+
+
+class SettingsMismatch(StoreError):
+    """The store was built with other settings: nothing is done unless asked to --rebuild."""
+
+    exit_code = exitcodes.REFUSED
+
 
 CHUNK_ROWS = 32  # 32 rows of 4x4x512 float32 = 1 MiB chunks: large sequential reads
 
@@ -126,7 +134,7 @@ class StoreWriter:
                 f"split_fractions: {current.split_fractions.to_dict()} != {self._split_fractions.to_dict()}"
             )
         if differences:
-            raise StoreError(
+            raise SettingsMismatch(
                 f"{self.path}: store was built with other settings ({'; '.join(differences)}); "
                 "use --rebuild to recompute it"
             )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from featurestore import exitcodes
 from featurestore.lock import store_lock
 from featurestore.store import open_store
 from featurestore.verify import verify_store
@@ -125,7 +126,7 @@ def test_a_second_extract_on_the_same_store_exits_at_once(tree: Path, tmp_path: 
     with store_lock(store):
         started = time.monotonic()
         result = subprocess.run(extract_command(tree, store), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == exitcodes.REFUSED
     assert f"another extract is writing to this store (pid {os.getpid()})" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 60  # refused before any model work

@@ -6,9 +6,10 @@ model: a grayscale night (a real nightly extract on a copy of the store) and a r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -19,13 +20,11 @@ from PIL import Image
 from featurestore import exitcodes
 from featurestore.drift import DEFAULT_THRESHOLD, compare, pool_maps
 from featurestore.drift_check import check_drift
-from featurestore.extract import ExtractConfig, run_extract
 from featurestore.extractor import Extractor
 from featurestore.fsutil import file_sha256
 from featurestore.images import load_image
 from featurestore.report import build_report
-from featurestore.run_fields import extract_fields, store_fields
-from featurestore.runs import list_runs, record_run
+from featurestore.runs import list_runs
 from featurestore.store import open_store
 from tests.conftest import E2E_PER_CLASS, REPO_ROOT, built_once
 
@@ -87,30 +86,37 @@ def copy_of(real_store: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_a_grayscale_night_is_flagged_in_a_real_nightly_run(
-    real_store: Path, photos_dir: Path, imagenet_weights: Path, extractor: Extractor, tmp_path: Path
+    real_store: Path, photos_dir: Path, imagenet_weights: Path, tmp_path: Path
 ) -> None:
     store, source = copy_of(real_store, tmp_path)
     for name, photo in tonight_photos(photos_dir):
         with Image.open(photo) as image:
             image.convert("L").convert("RGB").save(source / name / f"gray_{photo.stem}.jpg", quality=90)
-    before = {image.image_id for image in open_store(store).images()}
-    with record_run(store, "extract") as run:
-        config = ExtractConfig(source=source, store=store, weights=str(imagenet_weights), progress=False)
-        summary = run_extract(config, extractor)
-        after = open_store(store)
-        tonight = {image.image_id for image in after.images()} - before
-        report = check_drift(after, tonight)
-        run.update(
-            **extract_fields(dataclasses.asdict(summary)), **store_fields(after), drift=report.to_dict()
-        )
-        run.update(exit_code=exitcodes.exit_code_for_result(drifted=report.drifted))
-    assert (summary.new, summary.computed, summary.unchanged) == (2 * TONIGHT, 2 * TONIGHT, 2 * E2E_PER_CLASS)
-    assert report.drifted and report.overall.auc >= DEFAULT_THRESHOLD, report.line()
-    assert all(c.drifted for c in report.per_class)
+    command = [sys.executable, "-m", "classifiers.cli", "extract", str(source), "--store", str(store)]
+    command += ["--weights", str(imagenet_weights), "--json", "--fail-on-drift", str(DEFAULT_THRESHOLD)]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO_ROOT,
+    )
+    # The nightly command itself: committed, checked, and exit 4 for the scheduler.
+    assert result.returncode == exitcodes.DRIFT, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["new"], summary["computed"], summary["unchanged"]) == (
+        2 * TONIGHT,
+        2 * TONIGHT,
+        2 * E2E_PER_CLASS,
+    )
+    drift = summary["drift"]
+    assert drift["drifted"] and drift["overall"]["auc"] >= DEFAULT_THRESHOLD, result.stdout
+    assert all(c["drifted"] for c in drift["per_class"])
     [record] = list_runs(store)
     schema = json.loads((REPO_ROOT / "docs" / "schemas" / "run-record.schema.json").read_text())
     jsonschema.validate(record, schema)
-    assert record["exit_code"] == exitcodes.DRIFT and record["drift"]["drifted"]
+    assert record["exit_code"] == exitcodes.DRIFT and record["drift"] == drift
+    assert len(open_store(store)) == 2 * (E2E_PER_CLASS + TONIGHT)  # tonight's rows are kept
     page = build_report(store, tmp_path / "report").read_text()
     assert 'alt="Drift AUC over time"' in page and 'alt="Class balance over time"' in page
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from classifiers.cli import main
-from featurestore import ExtractConfig, run_extract
+from featurestore import ExtractConfig, exitcodes, run_extract
 from featurestore.extractor import Extractor
 from featurestore.images import load_image
 from featurestore.store import StoreError, open_store
@@ -161,7 +161,7 @@ def test_cli_extract_prints_a_json_summary_last(tiny_tree: Path, tmp_path: Path)
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["extract", str(tmp_path / "missing"), "--store", str(tmp_path / "s")])
-    assert result.exit_code == 1
+    assert result.exit_code == exitcodes.BAD_INPUT
     assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["info", str(tmp_path)])

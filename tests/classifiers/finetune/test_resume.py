@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from classifiers.finetune.checkpoint import STATE
+from featurestore.runs import list_runs
 from tests.classifiers.finetune.conftest import SIZE
 
 pytestmark = pytest.mark.xdist_group("finetune")
@@ -95,6 +96,11 @@ def test_sigterm_after_a_checkpoint_exits_143_in_one_line_then_rerun_resumes(
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming after epoch {stopped_at}" in rerun.stderr
     assert json.loads(rerun.stdout.strip().splitlines()[-1])["training"]["resumed_from"] == stopped_at
+    # Both runs are in the store's history: the stopped one says so (the store is shared, so
+    # pick this test's runs by their --out).
+    runs = [r for r in list_runs(tiny_store, kind="finetune") if str(out) in r["argv"]]
+    assert [(r["status"], r["exit_code"]) for r in runs] == [("interrupted", 143), ("ok", 0)]
+    assert runs[1]["extra"]["model"] == str(out) and runs[1]["stages"]["total"]["seconds"] > 0
 
 
 def test_sigkill_after_a_checkpoint_then_rerun_continues(
