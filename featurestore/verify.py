@@ -7,7 +7,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featurestore.format import COLUMNS, PIECES, TMP, StoreError, map_datasets, read_manifest
+from featurestore.format import (
+    COLUMNS,
+    PIECES,
+    REBUILD_MANIFEST,
+    TMP,
+    StoreError,
+    map_datasets,
+    read_manifest,
+)
 from featurestore.fsutil import file_sha256, stale_temps
 from featurestore.runs import RUNS
 
@@ -35,13 +43,26 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
         except (OSError, KeyError) as exc:
             findings.append(f"{piece.file}: cannot be read ({exc})")
     named = {Path(p.file).name for p in manifest.pieces}
+    rebuilding = _rebuild_pieces(store_dir)
     pieces_dir = store_dir / PIECES
+    orphan = "not in the manifest (left by an interrupted run; the next run deletes it)"
+    unfinished = "part of an unfinished rebuild (extract --rebuild resumes it)"
     notes = [
-        f"{PIECES}/{entry.name}: not in the manifest (left by an interrupted run; the next run deletes it)"
+        f"{PIECES}/{entry.name}: {unfinished if entry.name in rebuilding else orphan}"
         for entry in (sorted(pieces_dir.iterdir()) if pieces_dir.is_dir() else [])
         if entry.name not in named
     ]
     return findings, notes + leftover_notes(store_dir)
+
+
+def _rebuild_pieces(store_dir: Path) -> set[str]:
+    """Pieces an unfinished rebuild has committed (none if its manifest is unreadable)."""
+    if not (store_dir / REBUILD_MANIFEST).exists():
+        return set()
+    try:
+        return {Path(p.file).name for p in read_manifest(store_dir, REBUILD_MANIFEST).pieces}
+    except StoreError:
+        return set()
 
 
 def leftover_notes(store_dir: Path) -> list[str]:

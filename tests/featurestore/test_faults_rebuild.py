@@ -99,6 +99,8 @@ def test_a_killed_rebuild_resumes_with_the_same_command(
     # Killed at the switch, after all of its commits.
     Paused(args, "before-rename:manifest.json", tmp_path / "paused").kill()
     assert same_maps(maps_by_path(store), old)
+    checked = run_cli("verify", store)
+    assert checked.returncode == 0 and "part of an unfinished rebuild" in checked.stdout, checked.stdout
     refused = run_cli(*extract_args(open_store(store).source_root, store, size=REBUILT))
     assert refused.returncode != 0 and "--rebuild" in refused.stderr  # other settings still need it
     resumed = run_cli(*args)
