@@ -441,7 +441,11 @@ def _check_after(
             opened = open_store(store)
             findings, _ = verify_store(store)
             result["unreadable"] += bool(findings)
-            result["wrong_rows"] += check_rows(opened.load(), refs[opened.fingerprint.input_size])
+            data = opened.load()
+            wrong = check_rows(data, refs[opened.fingerprint.input_size])
+            result["wrong_rows"] += wrong
+            if wrong:
+                _explain(data, opened.fingerprint.input_size, refs, opened.generation)
         except Exception as exc:
             print(f"check: unreadable store: {exc!r}")
             result["unreadable"] += 1
@@ -464,6 +468,25 @@ def _check_after(
             print(f"check: export: {exc!r}")
             result["export_bad"] += 1
     return result
+
+
+def _explain(data: Any, size: int, refs: dict[int, dict[str, np.ndarray]], generation: int) -> None:
+    """Say what is wrong with the first wrong rows (diagnostics)."""
+    shown = 0
+    for image_id, path, label, maps in zip(data.ids, data.paths, data.labels, data.features, strict=True):
+        expected = refs[size].get(image_id)
+        ok = expected is not None and np.array_equal(maps, expected)
+        if ok and label == CLASSES.index(path.split("/")[0]):
+            continue
+        other = [s for s in SIZES if image_id in refs[s] and np.array_equal(maps, refs[s][image_id])]
+        known = [i for s in SIZES for i, m in refs[s].items() if np.array_equal(m, maps)]
+        print(
+            f"  wrong row at generation {generation}: {path} label {label} size {size} id {image_id[:12]} "
+            f"maps ok {ok}; equal to size {other}; maps of ids {[i[:12] for i in known]}"
+        )
+        shown += 1
+        if shown == 3:
+            return
 
 
 _TRAINED: set[Path] = set()
