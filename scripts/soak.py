@@ -479,10 +479,11 @@ def _explain(data: Any, size: int, refs: dict[int, dict[str, np.ndarray]], gener
         if ok and label == CLASSES.index(path.split("/")[0]):
             continue
         other = [s for s in SIZES if image_id in refs[s] and np.array_equal(maps, refs[s][image_id])]
+        diff = float(np.abs(maps - expected).max()) if expected is not None else None
         known = [i for s in SIZES for i, m in refs[s].items() if np.array_equal(m, maps)]
         print(
             f"  wrong row at generation {generation}: {path} label {label} size {size} id {image_id[:12]} "
-            f"maps ok {ok}; equal to size {other}; maps of ids {[i[:12] for i in known]}"
+            f"maps ok {ok} (max diff {diff}); same as size {other}; maps of {[i[:12] for i in known]}"
         )
         shown += 1
         if shown == 3:
