@@ -27,8 +27,16 @@ from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
 from featurestore.errors import FeaturestoreError
 from featurestore.exitcodes import DRIFT, FAILED_IMAGES, GATE_FAILED, OK, exit_code_for
-from featurestore.extract_config import MAX_BATCH_SIZE, MAX_COMMIT_EVERY, MAX_WORKERS, ExtractConfig
-from featurestore.fingerprint import DTYPES, PRECISIONS
+from featurestore.extract_config import (
+    DECODE_MODES,
+    ENGINES,
+    EXTRACT_PRECISIONS,
+    MAX_BATCH_SIZE,
+    MAX_COMMIT_EVERY,
+    MAX_WORKERS,
+    ExtractConfig,
+)
+from featurestore.fingerprint import DECODERS, DTYPES
 from featurestore.quiet import quiet_tensorflow
 from featurestore.splits import SplitFractions
 from featurestore.vgg16 import MAX_INPUT_SIZE, MIN_INPUT_SIZE
@@ -122,18 +130,36 @@ def main() -> None:
     "--workers",
     type=click.IntRange(1, MAX_WORKERS),
     default=default(ExtractConfig, "workers"),
-    show_default=True,
+    show_default="the cores",
     help="Decode workers.",
+)
+@click.option(
+    "--decode-in",
+    type=click.Choice(DECODE_MODES),
+    default=default(ExtractConfig, "decode_in"),
+    show_default=True,
+    help="Decode in worker threads or processes. auto: processes on a GPU machine, where "
+    "decoding is the bottleneck; threads on a CPU, where the model is.",
 )
 @click.option(
     "--dtype", type=click.Choice(DTYPES), default=default(ExtractConfig, "dtype"), show_default=True
 )
 @click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(EXTRACT_PRECISIONS),
     default=default(ExtractConfig, "precision"),
     show_default=True,
-    help="Keras dtype policy of the model.",
+    help="Keras dtype policy of the model. auto: mixed_bfloat16 where the hardware runs it "
+    "natively (GPU, CPU with AVX512_BF16/AMX), else float32; chosen when the store is created, "
+    "then kept. float32 reproduces bit for bit anywhere.",
+)
+@click.option(
+    "--decoder",
+    type=click.Choice(DECODERS),
+    default=default(ExtractConfig, "decoder"),
+    show_default=True,
+    help="Image decoder. pil: identical to keras.utils.load_img; pil-draft: JPEGs decoded at a "
+    "reduced DCT scale first (faster on large photos, maps differ slightly).",
 )
 @click.option(
     "--extra-layer", "extra_layers", multiple=True, help="Also keep this layer's maps (e.g. block4_pool)."
@@ -151,11 +177,29 @@ def main() -> None:
 @click.option("--rebuild", is_flag=True, help="Recompute everything if the settings changed.")
 @click.option("--rehash", is_flag=True, help="Hash every file instead of trusting size and mtime.")
 @click.option(
+    "--repair",
+    is_flag=True,
+    help="Check every piece's checksum first; recompute the rows of damaged or missing pieces.",
+)
+@click.option(
     "--commit-every",
     type=click.IntRange(1, MAX_COMMIT_EVERY),
     default=default(ExtractConfig, "commit_every"),
     show_default=True,
     help="Rows per committed piece.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=default(ExtractConfig, "engine"),
+    show_default=True,
+    help="local: this machine; ray: a Ray cluster (pip install 'featurestore[ray]').",
+)
+@click.option(
+    "--ray-address",
+    default=default(ExtractConfig, "ray_address"),
+    metavar="ADDR",
+    help="Ray cluster to join (HOST:PORT, auto, ray://...); default: $RAY_ADDRESS, else a local one.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object last.")
 # -- scheduler options (run record, drift, exit codes, metrics; docs/nightly.md) --
@@ -220,7 +264,7 @@ def extract(
             drift=drift or fail_on_drift is not None,
             metrics_file=metrics_file,
         )
-        outcome = recorded_extract(config, run_options)
+        outcome = recorded_extract(config, run_options, engine=config.engine)
     click.echo(outcome.line)
     if outcome.drift is not None:
         click.echo(outcome.drift.line())
@@ -269,6 +313,44 @@ def export(store: Path, out: Path) -> None:
     with user_errors():
         n = export_store(open_store(store), out)
     click.echo(f"wrote {n} rows to {out}")
+
+
+class DurationType(click.ParamType):
+    """A duration: 0, 90s, 15m, 12h, 7d."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from featurestore.duration import DurationError, parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except DurationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--retain",
+    "retain_seconds",
+    type=DurationType(),
+    default="1d",
+    show_default=True,
+    help="Keep replaced pieces this long for readers that opened the store before.",
+)
+def compact(store: Path, retain_seconds: float) -> None:
+    """Rewrite STORE's small and dirty pieces into few large ones, dropping dead rows."""
+    from featurestore.compact import compact_store
+    from featurestore.recorded import recorded_job
+    from featurestore.run_fields import compact_fields
+
+    with user_errors(), recorded_job(store, "compact") as run:  # in STORE/runs/ (featurestore runs)
+        summary = compact_store(store, retain_seconds=retain_seconds)
+        run.update(**compact_fields(dataclasses.asdict(summary)))
+    click.echo(summary.line())
 
 
 # -- run history and the report (docs/nightly.md) ---------------------------------------
@@ -393,6 +475,13 @@ def weights_import_onnx() -> None:
     help="Also train on the flipped views of a --flip-views store (default: when it has them).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in batches rather than whole splits (default: when the maps would not "
+    "fit in the available memory).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
 # -- the retrain gate and the run record (docs/nightly.md) --
 @click.option(
@@ -421,6 +510,7 @@ def train(
     config: Path | None,
     flips: bool | None,
     overwrite: bool,
+    stream: bool | None,
     as_json: bool,
     baseline: Path | None,
     min_accuracy: float | None,
@@ -445,7 +535,15 @@ def train(
             load_model(baseline)  # a baseline that cannot be read fails before any training
         with recorded_job(store, "train", metrics_file=metrics_file) as run:
             report = train_from_store(
-                store, name, out, chosen_params, chosen_features, flips=flips, overwrite=overwrite
+                store,
+                name,
+                out,
+                chosen_params,
+                chosen_features,
+                flips=flips,
+                overwrite=overwrite,
+                stream=stream,
+                say=lambda line: click.echo(line, err=True),
             )
             decision = None
             if baseline is not None or min_accuracy is not None:
@@ -549,6 +647,25 @@ def predict(model: Path, source: Path, out: Path, weights: str, as_json: bool) -
     default=None,
     help="Feature transform for every classifier that takes one (default: each its own).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=default(BenchConfig, "engine"),
+    show_default=True,
+    help="local: this machine's cores; ray: the cells as tasks on a Ray cluster.",
+)
+@click.option(
+    "--ray-address",
+    default=default(BenchConfig, "ray_address"),
+    metavar="ADDR",
+    help="Ray cluster to join (HOST:PORT, auto, ray://...); default: $RAY_ADDRESS, else a local one.",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    envvar="FEATURESTORE_STREAM",
+    help="Read the store in pooled batches (default: when the maps would not fit in memory).",
+)
 def bench(
     store: Path,
     out: Path,
@@ -640,7 +757,8 @@ def bench(
     type=click.Choice(FINETUNE_PRECISIONS),
     default=default(FinetuneConfig, "precision"),
     show_default=True,
-    help="auto: mixed_bfloat16 on a GPU, else float32.",
+    help="auto: mixed_bfloat16 where the hardware runs it natively (GPU, CPU with "
+    "AVX512_BF16/AMX), else float32.",
 )
 @click.option(
     "--seed", type=click.IntRange(min=0), default=default(FinetuneConfig, "seed"), show_default=True

@@ -7,8 +7,8 @@ scikit-learn. TensorFlow is imported inside `fit`/`predict_proba` only (via `_ke
 
 from __future__ import annotations
 
-import math
 import numbers
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,17 @@ def _check_number(
             bound += f" and {'<' if high_open else '<='} {high}"
         kind_name = "an integer" if kind is numbers.Integral else "a number"
         raise ParamError(f"parameter {name} must be {kind_name} {bound}, got {value!r}")
+
+
+class _Encoded:
+    """(maps, labels) batches as (maps, codes) of a fitted head's classes, iterable again."""
+
+    def __init__(self, batches: Iterable[tuple[np.ndarray, np.ndarray]], head: KerasHead) -> None:
+        self.batches, self.head = batches, head
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for maps, labels in self.batches:
+            yield self.head._validate_X(maps, reset=False), self.head._encode(labels, "validation_data")
 
 
 class KerasHead(ClassifierMixin, BaseEstimator):
@@ -169,6 +180,36 @@ class KerasHead(ClassifierMixin, BaseEstimator):
             )
             validation = (X_val, y_val)
 
+        batches = km.ArrayBatches(maps, codes, int(self.batch_size), np.random.default_rng(seed))
+        self._train(km, batches, maps.shape[1:], validation, seed)
+        return self
+
+    def fit_batches(
+        self,
+        batches: Any,
+        validation: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> KerasHead:
+        """Train from a `keras.utils.PyDataset` of (maps, codes) batches larger than memory.
+
+        `batches` (e.g. `classifiers.store_dataset.StoreBatches`) gives `classes` (the sorted
+        labels the codes index), `sample_shape` (H, W, C) and `rows`, and orders itself anew
+        on `on_epoch_end`. `validation` yields (maps, labels) batches and is iterated once per
+        epoch; `validation_fraction` does not apply (nothing is held out of a stream).
+        """
+        from classifiers import _keras_models as km
+
+        self._validate_params()
+        self.classes_ = np.asarray(batches.classes)
+        if len(self.classes_) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes; got {len(self.classes_)}")
+        self.input_shape_ = tuple(int(d) for d in batches.sample_shape)
+        self.n_features_in_ = self.input_shape_[0]
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max - 3))
+        encoded = None if validation is None else _Encoded(validation, self)
+        self._train(km, batches, self.input_shape_, encoded, seed)
+        return self
+
+    def _train(self, km: Any, batches: Any, input_shape: tuple[int, ...], validation: Any, seed: int) -> None:
         arch = km.Architecture(
             pooling=self._pooling,
             input_norm=None if self.input_norm is None else float(self.input_norm),
@@ -176,21 +217,17 @@ class KerasHead(ClassifierMixin, BaseEstimator):
             dropout=float(self.dropout),
             learning_rate=float(self.learning_rate),
         )
-        steps = math.ceil(maps.shape[0] / self.batch_size) * self.epochs
-        self.model_ = km.build(arch, maps.shape[1:], len(self.classes_), seed, steps)
+        steps = len(batches) * self.epochs
+        self.model_ = km.build(arch, tuple(input_shape), len(self.classes_), seed, steps)
         self.history_, self.best_epoch_ = km.fit(
             self.model_,
-            maps,
-            codes,
+            batches,
             validation=validation,
             epochs=int(self.epochs),
-            batch_size=int(self.batch_size),
             early_stopping=bool(self.early_stopping),
             patience=int(self.patience),
-            rng=np.random.default_rng(seed),
             verbose=int(self.verbose),
         )
-        return self
 
     @property
     def n_epochs_(self) -> int:

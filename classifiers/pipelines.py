@@ -27,6 +27,12 @@ a second look, test split never), and why:
 - Gradient boosting runs 100 rounds, to keep the slowest model of the registry affordable in
   the benchmark; raise `max_iter` to trade time for accuracy. Seeds are fixed
   (`random_state=0`) so that a benchmark row reproduces.
+
+On a store larger than memory (`classifiers.streaming`) the ``features`` step runs on each
+batch as it is read and the other steps fit on its output: pooled rows (512 values) give the
+same model as in memory. None of these models learns incrementally (no `partial_fit`), so
+flattened rows (8,192 values, as large as the maps) are refused with the reason when they do
+not fit, rather than silently training a different (SGD) model.
 """
 
 from __future__ import annotations

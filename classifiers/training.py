@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from classifiers import streaming
 from classifiers.errors import TrainError
 from classifiers.keras_heads import KerasHead
-from classifiers.metrics import evaluate, format_metrics
+from classifiers.metrics import evaluate, format_metrics, metrics_from_proba
 from classifiers.model_file import check_destination, jsonable, save_model
 from classifiers.plots import plot_confusion_matrix, plot_training_curves
 from classifiers.registry import current_params, default_features, final_estimator, make_classifier
@@ -112,6 +113,8 @@ def train_from_store(
     *,
     flips: bool | None = None,
     overwrite: bool = False,
+    stream: bool | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> TrainReport:
     """Train `classifier` on the store's train split and save it to the folder `out`.
 
@@ -123,6 +126,10 @@ def train_from_store(
     ``--flip-views``) to the training rows: free augmentation, since a mirrored cat is a cat.
     None uses them whenever the store has them. Validation and test are always scored on the
     images as they are, like new images at prediction time.
+
+    `stream` reads the store in batches instead of whole splits (`classifiers.streaming`);
+    None (the default) streams when the maps would not fit in the available memory. When it
+    streams, `say` gets one line that says so and why.
 
     Raises `TrainError`, `ParamError`, `ModelFileError` or `featurestore.StoreError` (all
     `featurestore.FeaturestoreError`).
@@ -138,35 +145,30 @@ def train_from_store(
         raise TrainError(
             f"{store_path}: a classifier needs at least 2 classes, the store has {len(class_names)}"
         )
-    # Whole-split reads: the store reads each split as contiguous slices, fast.
-    splits = {split: _labeled(store.load(split)) for split in ("train", *EVAL_SPLITS)}
-    X, y = splits["train"]
     has_flips = bool(store.fingerprint.flip_views)
     if flips and not has_flips:
         raise TrainError(f"{store_path}: no flipped views to train on (extract with --flip-views)")
     use_flips = has_flips if flips is None else flips
-    if use_flips:
-        X_flipped, y_flipped = _labeled(store.load("train", flipped=True))
-        X, y = np.concatenate([X, X_flipped]), np.concatenate([y, y_flipped])
-    present = np.unique(y)
-    if len(present) < 2:
-        raise TrainError(
-            f"{store_path}: the train split has labeled rows of {len(present)} class(es); "
-            "a classifier needs at least 2"
+    train_sources = [("train", False), *([("train", True)] if use_flips else [])]
+    decision = streaming.decide(
+        streaming.maps_bytes(store, [*train_sources, *((split, False) for split in EVAL_SPLITS)]),
+        "the train, validation and test maps",
+        stream,
+    )
+    if decision.stream:
+        if say is not None:
+            say(decision.message)
+        fit_seconds, metrics, counts, notes = _fit_streamed(
+            estimator, store, train_sources, classifier, class_names, decision, store_path
         )
-    X_val, y_val = splits["validation"]
-    with _refused_settings(classifier):
-        fit_started = time.perf_counter()
-        fit_estimator(estimator, X, y, validation=(X_val, y_val) if len(y_val) else None)
-        fit_seconds = time.perf_counter() - fit_started
-        metrics = {
-            split: evaluate(estimator, *splits[split], class_names)
-            for split in EVAL_SPLITS
-            if len(splits[split][1])
-        }
+    else:
+        fit_seconds, metrics, counts = _fit_in_memory(
+            estimator, store, use_flips, classifier, class_names, store_path
+        )
+        notes = {}
     effective_features = features or default_features(classifier)
     chosen = jsonable(current_params(estimator))
-    training: dict[str, Any] = {"flipped_views": use_flips}
+    training: dict[str, Any] = {"flipped_views": use_flips, "streamed": decision.stream, **notes}
     head = final_estimator(estimator)
     if isinstance(head, KerasHead):
         training |= {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_}
@@ -192,11 +194,85 @@ def train_from_store(
         model_path=model_path,
         metrics=metrics,
         plots={name: model_path / path.name for name, path in plots.items()},
-        counts={split: len(labels) for split, (_, labels) in splits.items()},
+        counts=counts,
         fit_seconds=fit_seconds,
         seconds=time.perf_counter() - started,
         training=training,
     )
+
+
+def _check_classes(y: np.ndarray, store_path: str | Path) -> None:
+    present = np.unique(y)
+    if len(present) < 2:
+        raise TrainError(
+            f"{store_path}: the train split has labeled rows of {len(present)} class(es); "
+            "a classifier needs at least 2"
+        )
+
+
+def _fit_in_memory(
+    estimator: BaseEstimator,
+    store: Any,
+    use_flips: bool,
+    classifier: str,
+    class_names: tuple[str, ...],
+    store_path: str | Path,
+) -> tuple[float, dict[str, dict[str, Any]], dict[str, int]]:
+    """Whole-split reads (contiguous slices, fast), fit, evaluate: (fit seconds, metrics, rows)."""
+    splits = {split: _labeled(store.load(split)) for split in ("train", *EVAL_SPLITS)}
+    X, y = splits["train"]
+    if use_flips:
+        X_flipped, y_flipped = _labeled(store.load("train", flipped=True))
+        X, y = np.concatenate([X, X_flipped]), np.concatenate([y, y_flipped])
+    _check_classes(y, store_path)
+    X_val, y_val = splits["validation"]
+    with _refused_settings(classifier):
+        fit_started = time.perf_counter()
+        fit_estimator(estimator, X, y, validation=(X_val, y_val) if len(y_val) else None)
+        fit_seconds = time.perf_counter() - fit_started
+        metrics = {
+            split: evaluate(estimator, *splits[split], class_names)
+            for split in EVAL_SPLITS
+            if len(splits[split][1])
+        }
+    return fit_seconds, metrics, {split: len(labels) for split, (_, labels) in splits.items()}
+
+
+def _fit_streamed(
+    estimator: BaseEstimator,
+    store: Any,
+    train_sources: list[tuple[str, bool]],
+    classifier: str,
+    class_names: tuple[str, ...],
+    decision: streaming.StreamDecision,
+    store_path: str | Path,
+) -> tuple[float, dict[str, dict[str, Any]], dict[str, int], dict[str, Any]]:
+    """The same, reading the store in batches (`classifiers.streaming`); also notes for the
+    model's training record (a head's one-time copy of its splits, in seconds)."""
+    notes: dict[str, Any] = {}
+    counts = {split: streaming.labeled_rows(store, split) for split in ("train", *EVAL_SPLITS)}
+    per_class = streaming.split_counts(store)["train"]
+    _check_classes(np.array([label for label in class_names if per_class.get(label)]), store_path)
+    with _refused_settings(classifier):
+        fit_started = time.perf_counter()
+        validate = counts["validation"] > 0
+        if isinstance(estimator, KerasHead):  # a head on the maps: a shuffled PyDataset
+            from classifiers.store_dataset import fit_head
+
+            copy_seconds = fit_head(estimator, store, train_sources, validate=validate)
+            notes["stream_copy_seconds"] = round(copy_seconds, 3)
+        else:  # a pipeline: transformed (pooled) while reading
+            budget = int(streaming.STREAM_FRACTION * decision.available)
+            streaming.fit_streamed(
+                estimator, store, train_sources, validate=validate, budget=budget, classifier=classifier
+            )
+        fit_seconds = time.perf_counter() - fit_started
+        metrics = {}
+        for split in EVAL_SPLITS:
+            if counts[split]:
+                proba, y = streaming.split_proba(estimator, store, split, len(class_names))
+                metrics[split] = metrics_from_proba(y, proba, class_names)
+    return fit_seconds, metrics, counts, notes
 
 
 def _plots(

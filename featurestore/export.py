@@ -10,6 +10,7 @@ import numpy as np
 
 from featurestore.format import StoreError
 from featurestore.fsutil import atomic_file
+from featurestore.h5write import WriteError, h5_writing
 from featurestore.store import FeatureStore
 
 
@@ -23,7 +24,7 @@ def export_store(store: FeatureStore, out: str | Path, *, batch_size: int = 4096
     shape = store.map_shape()
     text = h5py.string_dtype("utf-8")
     try:
-        with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_file(out) as tmp, h5_writing(tmp, "export") as f:
             features = f.create_dataset(
                 "features",
                 shape=(n, *shape),
@@ -48,8 +49,10 @@ def export_store(store: FeatureStore, out: str | Path, *, batch_size: int = 4096
             f.attrs["fingerprint_digest"] = store.fingerprint.digest
             f.attrs["store_digest"] = store.digest
             f.attrs["layout"] = "features (N,H,W,C) float32; labels index class_names (-1 unlabeled)"
+    except WriteError as exc:  # the temporary file is already removed
+        raise StoreError(f"{out}: cannot write export ({exc.reason})") from None
     except OSError as exc:
-        raise StoreError(f"{out}: cannot write export ({exc})") from None
+        raise StoreError(f"{out}: cannot write export ({exc.strerror or exc})") from None
     return n
 
 

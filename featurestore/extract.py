@@ -8,13 +8,19 @@ ExtractInterrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from featurestore.compact import drop_pieces, maybe_compact
+from featurestore.compute import run_precision
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
+from featurestore.hardware import device_kind
 from featurestore.lock import FolderLock, store_lock
 from featurestore.pipeline import Pipeline, PipelineSettings
 from featurestore.plan import plan_extraction
@@ -23,14 +29,17 @@ from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, discover
 from featurestore.stages import StageTimes
 from featurestore.store import FeatureStore
+from featurestore.verify import damaged_pieces
 from featurestore.writer import StoreWriter
 
 
 class ExtractInterrupted(JobInterrupted):
-    """Stopped by a signal after committing the finished work."""
+    """Stopped by a signal after committing the finished work; `record_fields` are the run
+    record's counts and stages of what was done (featurestore.runs)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, record_fields: dict[str, Any] | None = None) -> None:
         super().__init__(signum, "finished work is committed")
+        self.record_fields = record_fields or {}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,8 +93,9 @@ def _extract_locked(
         input_size=config.input_size,
         extra_layers=config.extra_layers,
         dtype=config.dtype,
-        precision=config.precision,
+        precision=run_precision(config.precision, config.store, rebuild=config.rebuild),
         flip_views=config.flip_views,
+        decoder=config.decoder,
         batch_size=config.batch_size,
     )
     with StoreWriter(
@@ -98,6 +108,8 @@ def _extract_locked(
         lock=lock,
     ) as writer:
         assert writer.manifest is not None
+        if config.repair:
+            _repair(writer)
         current = FeatureStore(writer.path, writer.manifest)
         with times.timed("plan"):
             plan = plan_extraction(source, current, rehash=config.rehash)
@@ -105,14 +117,18 @@ def _extract_locked(
         progress = Progress(
             len(plan.tasks), label="extract", interval=config.progress_interval, enabled=config.progress
         )
-        run = Pipeline(_settings(config), extractor, writer, current, times=times, progress=progress)
-        with StopOnSignal() as stop:
+        # The engine connects first: ray.init installs its own SIGTERM handler, ours goes over it.
+        engine = _engine(config, extractor, writer, current, times, progress, work=bool(plan.tasks))
+        with engine as run, StopOnSignal() as stop:
             try:
                 run.process(plan.tasks, stop)
             finally:
                 run.flush(deleted=plan.deleted, failures=skipped, force=True)
             if stop.signum:
-                raise ExtractInterrupted(stop.signum)
+                times.add("total", time.perf_counter() - started, run.computed)
+                done = {"computed": run.computed, "failed": len(run.failures)}
+                raise ExtractInterrupted(stop.signum, {"counts": done, "stages": times.to_dict()})
+        maybe_compact(writer)  # past its thresholds (see `featurestore info`)
     seconds = time.perf_counter() - started
     times.add("total", seconds, run.computed)
     return ExtractSummary(
@@ -135,8 +151,46 @@ def _extract_locked(
     )
 
 
-def _settings(config: ExtractConfig) -> PipelineSettings:
+def _engine(
+    config: ExtractConfig,
+    extractor: Extractor,
+    writer: StoreWriter,
+    current: FeatureStore,
+    times: StageTimes,
+    progress: Progress,
+    *,
+    work: bool,
+) -> contextlib.AbstractContextManager[Any]:
+    """The run of the plan's tasks: this machine's pipeline, or a Ray cluster's (imported only then)."""
+    if config.engine == "ray":
+        from featurestore.ray_engine import ray_run
+
+        return ray_run(config, extractor, writer, current, times, progress, connect=work)
+    settings = _settings(config, work)
+    return contextlib.nullcontext(
+        Pipeline(settings, extractor, writer, current, times=times, progress=progress)
+    )
+
+
+def _repair(writer: StoreWriter) -> None:
+    """Drop the committed pieces whose bytes differ from the manifest: their rows are then
+    missing from the store, so this run recomputes them (no --rebuild needed)."""
+    damaged = damaged_pieces(writer.path)
+    if damaged:
+        rows = drop_pieces(writer, set(damaged))
+        for file, reason in sorted(damaged.items()):
+            print(f"repair: {file}: {reason}; its rows are recomputed", file=sys.stderr)
+        print(
+            f"repair: {len(damaged)} damaged pieces dropped, {rows} live rows to recompute", file=sys.stderr
+        )
+
+
+def _settings(config: ExtractConfig, has_tasks: bool) -> PipelineSettings:
+    decode_in = config.decode_in
+    if decode_in == "auto":  # the device probe imports the backend: only when there is work
+        decode_in = "processes" if has_tasks and device_kind() == "gpu" else "threads"
     return PipelineSettings(
+        decode_in=decode_in,
         input_size=config.input_size,
         batch_size=config.batch_size,
         workers=config.workers,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.errors import FeaturestoreError
-from featurestore.fingerprint import Fingerprint, library_versions
+from featurestore.fingerprint import DEFAULT_DECODER, Fingerprint, library_versions
 from featurestore.format import MAIN_MAPS, map_datasets
 from featurestore.fsutil import atomic_write_bytes, file_sha256
 from featurestore.images import INTERPOLATION, ImageError, load_image
@@ -43,6 +43,7 @@ class Extractor:
         dtype: str = "float32",
         precision: str = "float32",
         flip_views: bool = False,
+        decoder: str = DEFAULT_DECODER,
         batch_size: int = 32,
         seed: int = 0,
     ) -> None:
@@ -53,6 +54,7 @@ class Extractor:
         self.dtype = dtype
         self.precision = precision
         self.flip_views = flip_views
+        self.decoder = decoder
         self.batch_size = batch_size
         self.seed = seed
         self._model: Any = None
@@ -72,6 +74,7 @@ class Extractor:
             dtype=fp.dtype,
             precision=fp.precision,
             flip_views=fp.flip_views,
+            decoder=fp.decoder,
             batch_size=batch_size,
         )
         differences = extractor.fingerprint.differences(fp)
@@ -95,6 +98,7 @@ class Extractor:
                 precision=self.precision,
                 extra_layers=self.extra_layers,
                 flip_views=self.flip_views,
+                decoder=self.decoder,
             )
         return self._fingerprint
 
@@ -147,7 +151,7 @@ class Extractor:
             from featurestore.weights import resolve_weights
 
             previous = keras.config.dtype_policy()
-            keras.config.set_dtype_policy(self.precision)  # mixed precision on a GPU, if asked
+            keras.config.set_dtype_policy(self.precision)  # mixed precision, if asked
             try:
                 self._model = build_conv_base(
                     self.input_size,
@@ -191,7 +195,7 @@ class Extractor:
         errors: list[str | None] = []
         for i, path in enumerate(paths):
             try:
-                images[i] = load_image(path, size)
+                images[i] = load_image(path, size, decoder=self.decoder)
                 errors.append(None)
             except ImageError as exc:
                 errors.append(str(exc))

@@ -17,8 +17,12 @@ from featurestore.vgg16 import LAYER_NAMES, MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
 EXTRACTOR_VERSION = 1
 DTYPES = ("float32", "float16")
-# Keras dtype policies the conv base may compute in; mixed ones are for GPUs.
+# Keras dtype policies the conv base may compute in (`featurestore.hardware` says which run
+# natively here; float32 is the one for bit-exact reproduction anywhere).
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Named image decoders (`featurestore.images`); "pil" is bit-identical to keras.utils.load_img.
+DECODERS = ("pil", "pil-draft")
+DEFAULT_DECODER = "pil"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,6 +39,7 @@ class Fingerprint:
     precision: str = "float32"
     extra_layers: tuple[str, ...] = ()
     flip_views: bool = False
+    decoder: str = DEFAULT_DECODER
     extractor_version: int = EXTRACTOR_VERSION
     library_versions: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
 
@@ -46,6 +51,8 @@ class Fingerprint:
                 raise ValueError(f"{field.name} must be {kind.__name__}, not {value!r}"[:200])
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if not MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE:
@@ -69,8 +76,14 @@ class Fingerprint:
 
     @property
     def digest(self) -> str:
-        """sha256 of the identity fields (library versions excluded, see module docstring)."""
+        """sha256 of the identity fields (library versions excluded, see module docstring).
+
+        The default decoder is left out too: stores made before decoders were named keep
+        their digest, and a store that names another decoder gets another digest.
+        """
         identity = {k: v for k, v in self.to_dict().items() if k != "library_versions"}
+        if identity["decoder"] == DEFAULT_DECODER:
+            del identity["decoder"]
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +135,12 @@ class Fingerprint:
             f"{key}: {mine[key]!r} != {theirs[key]!r}" for key in FEATURE_IDENTITY if mine[key] != theirs[key]
         ]
 
+    def recorded_compute(self) -> dict[str, str]:
+        """The Keras backend and device kind that computed the store's maps, as recorded with
+        the library versions ("" where an older store did not record it)."""
+        versions = dict(self.library_versions)
+        return {key: versions.get(key, "") for key in ("keras_backend", "device")}
+
     def main_maps(self) -> Fingerprint:
         """This fingerprint without extra layers and flipped views: what embedding new images
         for a head needs (same dtype and precision as recorded)."""
@@ -136,6 +155,7 @@ FEATURE_IDENTITY = (
     "interpolation",
     "preprocessing",
     "weights_sha256",
+    "decoder",
     "extractor_version",
 )
 
@@ -150,21 +170,25 @@ _FIELD_TYPES: dict[str, type] = {
     "precision": str,
     "extra_layers": tuple,
     "flip_views": bool,
+    "decoder": str,
     "extractor_version": int,
     "library_versions": tuple,
 }
 
 
 def library_versions() -> tuple[tuple[str, str], ...]:
-    """Versions of the libraries that compute the features, for provenance."""
+    """Versions of the libraries that compute the features, and the device kind (cpu or gpu)
+    they ran on: provenance, and the record that keeps one store to one backend and device."""
     import h5py
     import keras
     import numpy
     import PIL
 
     from featurestore._version import __version__
+    from featurestore.hardware import device_kind
 
     return (
+        ("device", device_kind()),
         ("featurestore", __version__),
         ("h5py", h5py.__version__),
         ("keras", keras.__version__),

@@ -19,10 +19,12 @@ from featurestore.errors import FeaturestoreError
 from featurestore.fingerprint import Fingerprint
 from featurestore.splits import SplitFractions
 
-FORMAT = "featurestore.store/1"
+FORMAT = "featurestore.store/2"
+OLD_FORMATS = ("featurestore.store/1",)  # read as they are; the next commit writes FORMAT
 MANIFEST = "manifest.json"
 REBUILD_MANIFEST = "rebuild.json"  # the commits of a rebuild in progress, beside the live ones
 PIECES = "pieces"
+INDEX = "index"  # folder of the index files: the small columns of all pieces, one file
 TMP = ".tmp"  # pieces being written; the next writer deletes what is left
 TEXT_COLUMNS = ("ids", "paths", "labels", "splits")
 NUMBER_COLUMNS = ("sizes", "mtime_ns")
@@ -32,6 +34,7 @@ FLIPPED = "flipped"  # group of the maps of the horizontally flipped images
 
 # A piece is named in the manifest by a path inside pieces/; nothing else is ever opened.
 _PIECE_FILE = re.compile(r"^pieces/[A-Za-z0-9][A-Za-z0-9._-]*\.h5$")
+_INDEX_FILE = re.compile(r"^index/[A-Za-z0-9][A-Za-z0-9._-]*\.h5$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -63,6 +66,25 @@ class PieceInfo:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class IndexInfo:
+    """The index file: the small columns of the first `pieces` pieces, live as of `generation`."""
+
+    file: str
+    sha256: str
+    pieces: int
+    rows: int
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetiredPiece:
+    """A piece no manifest names any more, kept for readers opened before until `until` (UTC ISO)."""
+
+    file: str
+    until: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Manifest:
     generation: int
     fingerprint: Fingerprint
@@ -73,6 +95,8 @@ class Manifest:
     deleted: dict[str, int] = dataclasses.field(default_factory=dict)
     failures: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     updated: str = ""
+    index: IndexInfo | None = None
+    retired: tuple[RetiredPiece, ...] = ()
 
     def to_json(self) -> bytes:
         data = {
@@ -87,6 +111,8 @@ class Manifest:
             "deleted": self.deleted,
             "failures": self.failures,
             "updated": self.updated,
+            "index": dataclasses.asdict(self.index) if self.index else None,
+            "retired": [dataclasses.asdict(r) for r in self.retired],
         }
         return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False).encode()
 
@@ -126,7 +152,7 @@ def _count(value: Any, field: str, low: int = 0, high: int | None = None) -> int
 
 def _parse(data: Any) -> Manifest:
     _expect(data, dict, "the manifest")
-    if data.get("format") != FORMAT:
+    if data.get("format") not in (FORMAT, *OLD_FORMATS):
         raise _Invalid(f"unknown format {data.get('format')!r}, expected {FORMAT}")
     for key in ("generation", "fingerprint", "class_names", "source_root", "split_fractions", "pieces"):
         if key not in data:
@@ -180,6 +206,14 @@ def _parse(data: Any) -> Manifest:
     for relpath, failure in failures.items():
         _expect(failure, dict, f"failures[{relpath!r}]")
         _expect(failure.get("reason"), str, f"failures[{relpath!r}].reason")
+    index = _parse_index(data.get("index"), generation, len(pieces))
+    retired = []
+    for i, entry in enumerate(_expect(data.get("retired", []), list, "retired")):
+        _expect(entry, dict, f"retired[{i}]")
+        file = _expect(entry.get("file"), str, f"retired[{i}].file")
+        if not _PIECE_FILE.match(file):
+            raise _Invalid(f"retired[{i}].file {file!r} is not a file inside {PIECES}/")
+        retired.append(RetiredPiece(file=file, until=_expect(entry.get("until"), str, f"retired[{i}].until")))
     return Manifest(
         generation=generation,
         fingerprint=fingerprint,
@@ -190,6 +224,29 @@ def _parse(data: Any) -> Manifest:
         deleted=dict(deleted),
         failures=dict(failures),
         updated=_expect(data.get("updated", ""), str, "updated"),
+        index=index,
+        retired=tuple(retired),
+    )
+
+
+def _parse_index(value: Any, generation: int, pieces: int) -> IndexInfo | None:
+    if value is None:
+        return None
+    _expect(value, dict, "index")
+    if set(value) != {"file", "sha256", "pieces", "rows", "generation"}:
+        raise _Invalid("index must have exactly file, sha256, pieces, rows, generation")
+    file = _expect(value["file"], str, "index.file")
+    if not _INDEX_FILE.match(file):
+        raise _Invalid(f"index.file {file!r} is not a file inside {INDEX}/")
+    sha256 = _expect(value["sha256"], str, "index.sha256")
+    if not _SHA256.match(sha256):
+        raise _Invalid("index.sha256 is not a sha256 hex digest")
+    return IndexInfo(
+        file=file,
+        sha256=sha256,
+        pieces=_count(value["pieces"], "index.pieces", 0, pieces),
+        rows=_count(value["rows"], "index.rows"),
+        generation=_count(value["generation"], "index.generation", 0, generation),
     )
 
 

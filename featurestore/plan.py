@@ -7,6 +7,9 @@ are unchanged and never read; live rows whose file left the source are deleted.
 from __future__ import annotations
 
 import dataclasses
+import os
+
+import numpy as np
 
 from featurestore.sources import Source, SourceImage
 from featurestore.store import FeatureStore
@@ -29,25 +32,43 @@ class Plan:
 
 
 def plan_extraction(source: Source, store: FeatureStore, *, rehash: bool) -> Plan:
-    """Split the source into tasks (new, changed), unchanged relpaths, and deleted relpaths."""
-    live = {row["paths"]: row for row in store.live_rows()}
+    """Split the source into tasks (new, changed), unchanged relpaths, and deleted relpaths.
+
+    One `os.stat` per image that has a live row and columnar compares against the store's
+    index: the cost is the file system's, not one Python object per stored row.
+    """
+    rows = store.rows
+    live_at = np.flatnonzero(store.live)
+    live_paths = rows.paths[live_at].tolist()
+    position = dict(zip(live_paths, live_at.tolist(), strict=True))
+    label_code = {name: i for i, name in enumerate(rows.label_names)}
+    images = source.images
     tasks, unchanged = [], []
-    for image in source.images:
-        row = live.get(image.relpath)
-        if row is None:
-            tasks.append(Task(image, "retried" if image.relpath in store.failures else "new"))
+    failures = store.failures
+    stored_sizes, stored_mtimes, stored_labels = (
+        rows.sizes.tolist(),
+        rows.mtime_ns.tolist(),
+        rows.labels.tolist(),
+    )
+    for image in images:
+        at = position.get(image.relpath)
+        if at is None:
+            tasks.append(Task(image, "retried" if image.relpath in failures else "new"))
             continue
         try:
-            stat = image.path.stat()
+            stat = os.stat(image.location)
         except OSError:
             tasks.append(Task(image, "changed"))  # the worker records why it cannot be read
             continue
-        same_stat = stat.st_size == row["sizes"] and stat.st_mtime_ns == row["mtime_ns"]
-        same_label = (image.label or "") == row["labels"]
-        if same_stat and same_label and not rehash:
+        if (
+            not rehash
+            and stat.st_size == stored_sizes[at]
+            and stat.st_mtime_ns == stored_mtimes[at]
+            and label_code.get(image.label or "", -1) == stored_labels[at]
+        ):
             unchanged.append(image.relpath)
         else:
             tasks.append(Task(image, "changed"))
-    in_source = {image.relpath for image in source.images}
-    deleted = [relpath for relpath in live if relpath not in in_source]
+    in_source = {image.relpath for image in images}
+    deleted = [relpath for relpath in live_paths if relpath not in in_source]
     return Plan(tasks, unchanged, deleted)

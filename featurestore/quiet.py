@@ -23,7 +23,7 @@ _NOISE = re.compile(
     rb"All log messages before absl::InitializeLog|oneDNN custom operations are on"
     rb"|Could not find cuda drivers|Unable to register cu(DNN|FFT|BLAS) factory"
     rb"|computation placer already registered|TF-TRT Warning|This TensorFlow binary is optimized"
-    rb"|To enable the following instructions"
+    rb"|To enable the following instructions|failed call to cuInit"
 )
 
 
@@ -36,8 +36,9 @@ def quiet_tensorflow() -> None:
 
 
 @contextlib.contextmanager
-def _filtered_native_stderr() -> Iterator[None]:
-    """Capture file descriptor 2 (C++ writes bypass sys.stderr) and replay all but the noise."""
+def filtered_native_stderr() -> Iterator[None]:
+    """Capture file descriptor 2 (C++ writes bypass sys.stderr) and replay all but the noise
+    (also around TensorFlow's first device probe, which logs "failed call to cuInit")."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -68,7 +69,7 @@ class _QuietImport(importlib.abc.MetaPathFinder):
         run = spec.loader.exec_module
 
         def exec_module(module: ModuleType) -> None:
-            with _filtered_native_stderr():
+            with filtered_native_stderr():
                 run(module)
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]

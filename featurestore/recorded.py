@@ -32,7 +32,7 @@ from typing import Any
 
 from featurestore import exitcodes
 from featurestore.checks import check_number
-from featurestore.errors import ConfigError, FeaturestoreError
+from featurestore.errors import ConfigError, FeaturestoreError, JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.format import is_store, read_manifest
 from featurestore.runs import RunRecorder, last_success, list_runs, record_run
@@ -154,7 +154,7 @@ def _live_ids(store_dir: Path) -> set[str] | None:
         return None
     from featurestore.store import open_store
 
-    return {image.image_id for image in open_store(store_dir).images()}
+    return open_store(store_dir).live_ids()
 
 
 def _summary_dict(summary: Any) -> dict[str, Any]:
@@ -182,14 +182,18 @@ def recorded_extract(
     store_dir = Path(config.store)
     with recorded_job(store_dir, "extract", engine=engine, metrics_file=options.metrics_file) as run:
         before = _live_ids(store_dir) if options.drift else None
-        with heartbeat(run, store_dir):
-            result = job(config)
+        try:
+            with heartbeat(run, store_dir):
+                result = job(config)
+        except JobInterrupted as exc:  # what the stopped run did (computed, failed, stages)
+            run.update(**getattr(exc, "record_fields", {}))
+            raise
         summary = _summary_dict(result)
         store = open_store(store_dir)
         run.update(**extract_fields(summary), **store_fields(store))
         report = None
         if before:  # a first run has nothing earlier to compare with
-            tonight = {image.image_id for image in store.images()} - before
+            tonight = store.live_ids() - before
             if tonight:
                 report = _check_drift(store, tonight, summary, options, store_dir)
                 run.update(drift=report.to_dict())

@@ -53,15 +53,24 @@ def store_bytes(store_dir: str | Path) -> int:
 
 
 def store_fields(store: Any) -> dict[str, Any]:
-    """Record fields that describe an open store after a run: live rows per class, size."""
+    """Record fields that describe an open store after a run: live rows per class, size, and
+    what computes its maps (precision, decoder, Keras backend, device kind)."""
     classes: dict[str, int] = {}
     for per_label in store.counts().values():
         for label, n in per_label.items():
             classes[label] = classes.get(label, 0) + n
+    fingerprint = store.fingerprint
+    compute = {"precision": fingerprint.precision, "decoder": fingerprint.decoder}
+    compute.update(fingerprint.recorded_compute())  # Keras backend and device kind of its maps
     return {
         "generation": store.generation,
-        "fingerprint_digest": store.fingerprint.digest,
-        "store": {"rows": len(store), "classes": classes, "bytes": store_bytes(store.path)},
+        "fingerprint_digest": fingerprint.digest,
+        "store": {
+            "rows": len(store),
+            "classes": classes,
+            "bytes": store_bytes(store.path),
+            "compute": compute,
+        },
     }
 
 
@@ -75,7 +84,7 @@ def extract_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
         "counts": counts,
         "failed_by_reason": failures_by_reason(summary.get("failures", {})),
     }
-    if "stages" in summary:
+    if summary.get("stages"):
         fields["stages"] = dict(summary["stages"])
     else:  # today's summary: the whole run, and the model's throughput
         fields["stages"] = {"total": stage(summary["seconds"], counts.get("computed"))}
@@ -95,3 +104,14 @@ def failure_totals(records: list[dict[str, Any]]) -> tuple[int, int]:
         failed += int(counts.get("failed", 0))
         attempted += sum(int(counts.get(k, 0)) for k in ("new", "changed", "retried"))
     return failed, attempted
+
+
+def compact_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Record fields from a compact summary's dict (featurestore.compact.CompactSummary)."""
+    counts = ("live_rows", "dropped_rows", "rewritten_pieces", "new_pieces")
+    return {
+        "counts": {key: int(summary[key]) for key in counts if key in summary},
+        "extra": {
+            key: summary[key] for key in ("pieces_before", "pieces_after", "retained_until") if key in summary
+        },
+    }

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -21,15 +22,14 @@ from featurestore.fingerprint import Fingerprint
 from featurestore.format import (
     COLUMNS,
     MAIN_MAPS,
-    TEXT_COLUMNS,
     Manifest,
-    PieceInfo,
     StoreError,
     is_store,
     map_dataset,
     map_datasets,
     read_manifest,
 )
+from featurestore.index import load_rows
 from featurestore.splits import SPLITS, SplitFractions
 from featurestore.vgg16 import output_shape
 
@@ -51,65 +51,42 @@ class FeatureSet:
         return len(self.labels)
 
 
-@dataclasses.dataclass(frozen=True)
-class _PieceIndex:
-    """The small columns of one piece and which of its rows are live."""
+class StoredImage(NamedTuple):
+    """One live row's image: where it is, what it is, where it goes. A tuple of strings (a
+    million are made in a fraction of a second); `path` is built when asked for."""
 
-    info: PieceInfo
-    columns: dict[str, np.ndarray]
-    live: np.ndarray  # bool per row
-
-
-@dataclasses.dataclass(frozen=True)
-class StoredImage:
-    """One live row's image: where it is, what it is, where it goes."""
-
-    path: Path  # absolute: the source root joined with relpath
     relpath: str
     label: str  # "" when unlabeled
     image_id: str  # sha256 of the file's bytes when it was extracted
     split: str
+    root: str  # the store's source root
+
+    @property
+    def path(self) -> Path:
+        """Absolute: the source root joined with relpath."""
+        return Path(os.path.join(self.root, self.relpath))
 
 
-def _read_columns(path: Path) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        columns = {name: f[name][()] for name in COLUMNS}
-    for name in TEXT_COLUMNS:
-        columns[name] = np.array([v.decode("utf-8") for v in columns[name]], dtype=object)
-    return columns
+# (piece number, start row, stop row, live mask within [start, stop)) of one contiguous read
+_Selection = tuple[int, int, int, np.ndarray]
 
 
 class FeatureStore:
     """A read-only view of a store's last commit.
 
     Open it with `open_store`. Later commits by a running writer are not seen; open again to
-    see them. Reads whole contiguous slices per piece (rows are sorted by split), never
-    per-row fancy indexing, so a split reads at disk speed.
+    see them. Opening reads the index (`featurestore.index`): the small columns of every row
+    as numpy arrays, `rows` and `live`. Reads whole contiguous slices per piece (rows are
+    sorted by split), never per-row fancy indexing, so a split reads at disk speed.
     """
 
     def __init__(self, store_dir: Path, manifest: Manifest) -> None:
-        self.path = store_dir
+        self.path = Path(store_dir)
         self.manifest = manifest
-        self._pieces = self._index(manifest)
-
-    def _index(self, manifest: Manifest) -> list[_PieceIndex]:
-        pieces = []
-        for info in manifest.pieces:
-            piece_path = self.path / info.file
-            try:
-                columns = _read_columns(piece_path)
-            except (OSError, KeyError) as exc:
-                raise StoreError(f"{piece_path}: committed piece cannot be read ({exc})") from None
-            pieces.append(_PieceIndex(info, columns, np.zeros(info.rows, dtype=bool)))
-        # A path is live in its newest row, unless it was deleted after that row was written.
-        newest: dict[str, tuple[int, int]] = {}
-        for p, piece in enumerate(pieces):
-            for r, relpath in enumerate(piece.columns["paths"]):
-                newest[relpath] = (p, r)
-        for relpath, (p, r) in newest.items():
-            if pieces[p].info.generation > manifest.deleted.get(relpath, -1):
-                pieces[p].live[r] = True
-        return pieces
+        #: every committed row's small columns, in piece order, and which of them are live
+        self.rows, self.live = load_rows(self.path, manifest)
+        self._starts = np.searchsorted(self.rows.piece, np.arange(len(manifest.pieces) + 1))
+        self._by_id: dict[str, int] | None = None
 
     # -- metadata -----------------------------------------------------------------------
     @property
@@ -143,29 +120,53 @@ class FeatureStore:
         return self.fingerprint.layers
 
     def __len__(self) -> int:
-        return int(sum(p.live.sum() for p in self._pieces))
+        return int(self.live.sum())
 
     def live_rows(self) -> Iterator[dict[str, Any]]:
-        """The small columns of every live row (no feature maps)."""
-        for piece in self._pieces:
-            for r in np.flatnonzero(piece.live):
-                yield {name: piece.columns[name][r] for name in COLUMNS}
+        """The small columns of every live row (no feature maps), one dict a row.
+
+        For many rows prefer the arrays `rows` and `live`: this builds one dict per row.
+        """
+        at = np.flatnonzero(self.live)
+        rows = self.rows
+        yield from (
+            dict(zip(COLUMNS, values, strict=True))
+            for values in zip(
+                rows.ids_hex(at),
+                rows.paths[at].tolist(),
+                rows.label_strings(at).tolist(),
+                rows.split_strings(at).tolist(),
+                rows.sizes[at].tolist(),
+                rows.mtime_ns[at].tolist(),
+                strict=True,
+            )
+        )
 
     def images(self, split: str | Sequence[str] | None = None) -> list[StoredImage]:
         """The live rows' images of one split, several, or all (None), in store order."""
-        wanted = set(self._check_splits(split))
-        root = self.source_root
+        codes = [SPLITS.index(name) for name in self._check_splits(split)]
+        at = np.flatnonzero(self.live & np.isin(self.rows.splits, codes))
+        root = self.manifest.source_root
+        rows = self.rows
         return [
-            StoredImage(
-                path=root / row["paths"],
-                relpath=row["paths"],
-                label=row["labels"],
-                image_id=row["ids"],
-                split=row["splits"],
+            StoredImage(relpath, label, image_id, name, root)
+            for relpath, label, image_id, name in zip(
+                rows.paths[at].tolist(),
+                rows.label_strings(at).tolist(),
+                rows.ids_hex(at),
+                rows.split_strings(at).tolist(),
+                strict=True,
             )
-            for row in self.live_rows()
-            if row["splits"] in wanted
         ]
+
+    def live_ids(self) -> set[str]:
+        """The image ids of the live rows (no per-row objects beyond the strings)."""
+        return set(self.rows.ids_hex(np.flatnonzero(self.live)))
+
+    def live_ids_by_path(self) -> dict[str, str]:
+        """{relpath: image id} of the live rows."""
+        at = np.flatnonzero(self.live)
+        return dict(zip(self.rows.paths[at].tolist(), self.rows.ids_hex(at), strict=True))
 
     def image_paths(self, split: str | Sequence[str] | None = None) -> list[Path]:
         """Absolute paths of the live rows' images (see `images`)."""
@@ -176,16 +177,32 @@ class FeatureStore:
         """sha256 naming the live content: fingerprint, splits and the sorted (id, label) rows."""
         h = hashlib.sha256(self.fingerprint.digest.encode())
         h.update(json.dumps(self.manifest.split_fractions.to_dict(), sort_keys=True).encode())
-        for image_id, label in sorted((row["ids"], row["labels"]) for row in self.live_rows()):
-            h.update(f"{image_id}\t{label}\n".encode())
+        at = np.flatnonzero(self.live)
+        rows = self.rows
+        names = rows.label_names
+        rank = np.argsort(np.argsort(np.array(names, dtype=object))) if names else np.zeros(0, np.int64)
+        keys = rows.ids[at].view("S32").ravel()
+        order = at[np.lexsort((rank[rows.labels[at]], keys))] if len(at) else at
+        labels = rows.label_strings(order).tolist()
+        lines = (
+            f"{image_id}\t{label}\n" for image_id, label in zip(rows.ids_hex(order), labels, strict=True)
+        )
+        h.update("".join(lines).encode())
         return h.hexdigest()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Live rows per split and label ('' is unlabeled)."""
+        rows = self.rows
+        n_labels = max(len(rows.label_names), 1)
+        at = self.live
+        per = np.bincount(
+            rows.splits[at].astype(np.int64) * n_labels + rows.labels[at], minlength=len(SPLITS) * n_labels
+        )
         counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
-        for row in self.live_rows():
-            per_label = counts[row["splits"]]
-            per_label[row["labels"]] = per_label.get(row["labels"], 0) + 1
+        for s, split in enumerate(SPLITS):
+            for label_code, label in enumerate(rows.label_names):
+                if per[s * n_labels + label_code]:
+                    counts[split][label] = int(per[s * n_labels + label_code])
         return counts
 
     # -- feature reads --------------------------------------------------------------------
@@ -201,16 +218,20 @@ class FeatureStore:
         """(H, W, C) of one layer's maps, as stored (the main layer's by default)."""
         return self._shape_of(self._dataset_name(layer, flipped))
 
-    def _selections(self, splits: Sequence[str]) -> Iterator[tuple[_PieceIndex, int, int, np.ndarray]]:
+    def _selections(self, splits: Sequence[str]) -> Iterator[_Selection]:
         """(piece, start, stop, live mask within [start, stop)) for each contiguous split run."""
-        for piece in self._pieces:
-            piece_splits = piece.columns["splits"]
-            for split in splits:
-                rows = np.flatnonzero(piece_splits == split)
-                if len(rows) == 0:
+        rows = self.rows
+        codes = [SPLITS.index(name) for name in splits]
+        wanted = self.live & np.isin(rows.splits, codes)
+        for piece in np.unique(rows.piece[wanted]).tolist():
+            lo, hi = int(self._starts[piece]), int(self._starts[piece + 1])
+            piece_splits = rows.splits[lo:hi]
+            for code in codes:
+                at = np.flatnonzero(piece_splits == code)
+                if len(at) == 0:
                     continue
-                start, stop = int(rows[0]), int(rows[-1]) + 1
-                mask = piece.live[start:stop] & (piece_splits[start:stop] == split)
+                start, stop = int(at[0]), int(at[-1]) + 1
+                mask = wanted[lo + start : lo + stop] & (piece_splits[start:stop] == code)
                 if mask.any():
                     yield piece, start, stop, mask
 
@@ -245,49 +266,69 @@ class FeatureStore:
             raise StoreError(f"unknown split(s) {sorted(unknown)}; choose from {list(SPLITS)}")
         return splits
 
-    def _open_piece(self, info: PieceInfo) -> h5py.File:
-        """A committed piece of this view, open for reading; a piece that a rebuild deleted
-        since this view was opened is a one-line `StoreError`."""
-        path = self.path / info.file
-        try:
-            return h5py.File(path, "r")
-        except OSError as exc:
-            if not path.exists():
-                raise StoreError(
-                    f"{path}: gone since this reader opened the store (rebuilt meanwhile?); open it again"
-                ) from None
-            raise StoreError(f"{path}: committed piece cannot be read ({exc})") from None
+    def _piece_path(self, piece: int) -> Path:
+        return self.path / self.manifest.pieces[piece].file
 
-    def _read(self, selections: list[tuple[_PieceIndex, int, int, np.ndarray]], name: str) -> FeatureSet:
+    def _read_maps(
+        self, piece: int, name: str, rows: slice | int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Maps of one piece, HDF5's fletcher32 checked; damage is named, never served. With
+        `out`, a slice is read straight into it (no second copy; HDF5 converts float16)."""
+        path = self._piece_path(piece)
+        try:
+            with h5py.File(path, "r") as f:
+                if out is None:
+                    return f[name][rows]
+                f[name].read_direct(out, source_sel=rows)
+                return out
+        except FileNotFoundError:
+            raise StoreError(
+                f"{path}: committed piece is missing (replaced since this reader opened the store? "
+                "open it again; else run `featurestore verify`)"
+            ) from None
+        except (OSError, KeyError) as exc:
+            raise StoreError(
+                f"{path}: {name} cannot be read, the piece is damaged ({exc}); "
+                "run `featurestore extract --repair` to recompute its rows"
+            ) from None
+
+    def _read(self, selections: list[_Selection], name: str) -> FeatureSet:
         shape = self._shape_of(name)
         total = sum(int(mask.sum()) for *_, mask in selections)
         features = np.empty((total, *shape), dtype=np.float32)
-        parts: dict[str, list[np.ndarray]] = {c: [] for c in ("ids", "paths", "labels", "splits")}
+        picked = []
         at = 0
         for piece, start, stop, mask in selections:
-            with self._open_piece(piece.info) as f:
-                block = f[name][start:stop]  # one contiguous read
             n = int(mask.sum())
-            features[at : at + n] = block if n == stop - start else block[mask]
+            if n == stop - start:  # one contiguous read, straight into the result
+                self._read_maps(piece, name, np.s_[start:stop], out=features[at : at + n])
+            else:
+                features[at : at + n] = self._read_maps(piece, name, slice(start, stop))[mask]
             at += n
-            for column, values in parts.items():
-                values.append(piece.columns[column][start:stop][mask])
-        label_index = {name: i for i, name in enumerate(self.class_names)}
-        labels = np.concatenate(parts["labels"]) if parts["labels"] else np.array([], dtype=object)
+            lo = int(self._starts[piece])
+            picked.append(lo + start + np.flatnonzero(mask))
+        rows = self.rows
+        chosen = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+        class_index = {name: i for i, name in enumerate(self.class_names)}
+        label_lut = np.array([class_index.get(label, -1) for label in rows.label_names] or [-1], np.int64)
         return FeatureSet(
             features=features,
-            labels=np.array([label_index.get(label, -1) for label in labels], dtype=np.int64),
-            ids=_concat(parts["ids"]),
-            paths=_concat(parts["paths"]),
-            splits=_concat(parts["splits"]),
+            labels=label_lut[rows.labels[chosen]] if len(chosen) else np.zeros(0, np.int64),
+            ids=np.array(rows.ids_hex(chosen), dtype=object),
+            paths=rows.paths[chosen],
+            splits=rows.split_strings(chosen),
             class_names=self.class_names,
         )
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
         """The shape the pieces hold; VGG16's geometry for a store with no rows yet."""
-        for piece in self._pieces:
-            with self._open_piece(piece.info) as f:
-                return tuple(f[name].shape[1:])
+        if self.manifest.pieces:
+            path = self._piece_path(0)
+            try:
+                with h5py.File(path, "r") as f:
+                    return tuple(f[name].shape[1:])
+            except (OSError, KeyError) as exc:
+                raise StoreError(f"{path}: committed piece cannot be read ({exc})") from None
         layer = name.removeprefix("flipped/").removeprefix("layers/")
         return output_shape(
             self.fingerprint.layer if layer == MAIN_MAPS else layer, self.fingerprint.input_size
@@ -295,19 +336,27 @@ class FeatureStore:
 
     def maps_of_id(self, image_id: str) -> dict[str, np.ndarray] | None:
         """Every map stored for an image id (any row, live or not), or None if unknown."""
-        for piece in reversed(self._pieces):
-            rows = np.flatnonzero(piece.columns["ids"] == image_id)
-            if len(rows):
-                with self._open_piece(piece.info) as f:
-                    return {name: f[name][int(rows[0])] for name in map_datasets(self.fingerprint)}
-        return None
-
-
-def _concat(arrays: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(arrays) if arrays else np.array([], dtype=object)
+        if self._by_id is None:  # built on first use: the newest row of each id wins
+            self._by_id = {h: i for i, h in enumerate(self.rows.ids_hex())}
+        at = self._by_id.get(image_id)
+        if at is None:
+            return None
+        piece, row = int(self.rows.piece[at]), int(self.rows.row[at])
+        return {name: self._read_maps(piece, name, row) for name in map_datasets(self.fingerprint)}
 
 
 def open_store(path: str | Path) -> FeatureStore:
-    """Open a store read-only at its last commit; StoreError with a clear reason otherwise."""
+    """Open a store read-only at its last commit; StoreError with a clear reason otherwise.
+
+    A writer may replace the index between our reads of the manifest and of the index: then the
+    manifest is read again (a few times), never a mix of two commits.
+    """
     store_dir = Path(path)
-    return FeatureStore(store_dir, read_manifest(store_dir))
+    for _ in range(4):
+        manifest = read_manifest(store_dir)
+        try:
+            return FeatureStore(store_dir, manifest)
+        except FileNotFoundError:
+            continue
+    manifest = read_manifest(store_dir)
+    return FeatureStore(store_dir, manifest)

@@ -9,14 +9,17 @@ import numpy as np
 
 from featurestore.format import (
     COLUMNS,
+    INDEX,
     PIECES,
     REBUILD_MANIFEST,
     TMP,
+    Manifest,
     StoreError,
     map_datasets,
     read_manifest,
 )
 from featurestore.fsutil import file_sha256, stale_temps
+from featurestore.index import read_index
 from featurestore.runs import RUNS
 
 
@@ -42,15 +45,20 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
             findings.extend(f"{piece.file}: {problem}" for problem in problems)
         except (OSError, KeyError) as exc:
             findings.append(f"{piece.file}: cannot be read ({exc})")
-    named = {Path(p.file).name for p in manifest.pieces}
+    findings.extend(_check_index(store_dir, manifest))
+    # Retired pieces are named too: kept for readers opened before they were replaced.
+    named = {Path(p.file).name for p in (*manifest.pieces, *manifest.retired)}
     rebuilding = _rebuild_pieces(store_dir)
-    pieces_dir = store_dir / PIECES
     orphan = "not in the manifest (left by an interrupted run; the next run deletes it)"
     unfinished = "part of an unfinished rebuild (extract --rebuild resumes it)"
     notes = [
-        f"{PIECES}/{entry.name}: {unfinished if entry.name in rebuilding else orphan}"
-        for entry in (sorted(pieces_dir.iterdir()) if pieces_dir.is_dir() else [])
-        if entry.name not in named
+        f"{folder}/{entry.name}: {unfinished if folder == PIECES and entry.name in rebuilding else orphan}"
+        for folder, keep in (
+            (PIECES, named),
+            (INDEX, {Path(manifest.index.file).name} if manifest.index else set()),
+        )
+        for entry in (sorted((store_dir / folder).iterdir()) if (store_dir / folder).is_dir() else [])
+        if entry.name not in keep
     ]
     return findings, notes + leftover_notes(store_dir)
 
@@ -81,6 +89,39 @@ def leftover_notes(store_dir: Path) -> list[str]:
     return notes
 
 
+def damaged_pieces(path: str | Path) -> dict[str, str]:
+    """{piece file: first finding} of the committed pieces that are missing or damaged."""
+    store_dir = Path(path)
+    manifest = read_manifest(store_dir)
+    damaged: dict[str, str] = {}
+    for piece in manifest.pieces:
+        piece_path = store_dir / piece.file
+        if not piece_path.is_file():
+            damaged[piece.file] = "missing"
+        elif file_sha256(piece_path) != piece.sha256:
+            damaged[piece.file] = "sha256 differs from the manifest"
+    return damaged
+
+
+def _check_index(store_dir: Path, manifest: Manifest) -> list[str]:
+    """The index file is intact and says what its pieces say."""
+    if manifest.index is None:
+        return []
+    try:
+        rows, _ = read_index(store_dir, manifest.index, manifest.pieces)
+    except FileNotFoundError:
+        return [f"{manifest.index.file}: missing"]
+    except StoreError as exc:
+        return [str(exc)]
+    covered = manifest.pieces[: manifest.index.pieces]
+    counts = np.bincount(rows.piece, minlength=len(covered))
+    return [
+        f"{manifest.index.file}: holds {counts[i]} rows of {piece.file}, the manifest says {piece.rows}"
+        for i, piece in enumerate(covered)
+        if counts[i] != piece.rows
+    ]
+
+
 def _check_piece(path: Path, rows: int, maps: list[str]) -> list[str]:
     problems = []
     with h5py.File(path, "r") as f:
@@ -98,4 +139,4 @@ def _check_piece(path: Path, rows: int, maps: list[str]) -> list[str]:
     return problems
 
 
-__all__ = ["StoreError", "verify_store"]
+__all__ = ["StoreError", "damaged_pieces", "verify_store"]

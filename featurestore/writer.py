@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+import sys
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,10 +34,13 @@ from featurestore.format import (
     TMP,
     Manifest,
     PieceInfo,
+    RetiredPiece,
     StoreError,
     read_manifest,
 )
 from featurestore.fsutil import atomic_write_bytes, file_sha256, publish
+from featurestore.h5write import WriteError, h5_writing
+from featurestore.index import load_rows, remove_unnamed_indexes, write_index
 from featurestore.lock import FolderLock, store_lock
 from featurestore.splits import SPLITS, SplitFractions
 
@@ -47,7 +51,10 @@ class SettingsMismatch(StoreError):
     exit_code = exitcodes.REFUSED
 
 
-CHUNK_ROWS = 32  # 32 rows of 4x4x512 float32 = 1 MiB chunks: large sequential reads
+CHUNK_BYTES = 2**20  # 1 MiB chunks (32 rows of 4x4x512 float32): large sequential reads
+DEFAULT_RETAIN_SECONDS = 24 * 3600.0  # replaced pieces stay this long for readers opened before
+INDEX_TAIL_ROWS = 16 * 512  # rows committed after the index before a commit rewrites it ...
+INDEX_TAIL_FRACTION = 8  # ... or 1/8 of the indexed rows, whichever is more (amortised O(rows))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +83,7 @@ class StoreWriter:
         class_names: Iterable[str] = (),
         rebuild: bool = False,
         lock: FolderLock | None = None,
+        retain_seconds: float = DEFAULT_RETAIN_SECONDS,
     ) -> None:
         self.path = Path(store_dir)
         self._fingerprint = fingerprint
@@ -88,6 +96,9 @@ class StoreWriter:
         self.manifest: Manifest | None = None
         self._committed: Manifest | None = None  # the live manifest on disk
         self._target = MANIFEST  # where commits go: REBUILD_MANIFEST while rebuilding a store
+        self.retain_seconds = retain_seconds
+        self._published = False  # whether this writer has committed
+        self._failed: WriteError | None = None  # the write that failed; nothing more is tried
 
     def __enter__(self) -> StoreWriter:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -96,6 +107,7 @@ class StoreWriter:
         try:
             self.manifest = self._start()
             self._remove_leftovers()
+            self._repair_index()
         except BaseException:
             self._release()
             raise
@@ -103,14 +115,53 @@ class StoreWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         try:
-            if exc_type is None and self._target == REBUILD_MANIFEST:
-                self._switch()  # only a rebuild that ran to its end replaces the live content
+            if exc_type is None and self._failed is None:
+                if self._target == REBUILD_MANIFEST:
+                    self._switch()  # only a rebuild that ran to its end replaces the live content
+                self._finish_index()
         finally:
             self._release()
 
     def _release(self) -> None:
         if self._own_lock:
             self._lock.__exit__()
+
+    def _repair_index(self) -> None:
+        """A damaged or missing index is rebuilt from the pieces before anyone plans on it.
+
+        Deletions folded into the lost index come back as live rows until the caller's diff
+        deletes them again (extract does so in the same run)."""
+        committed = self._committed
+        if committed is None or committed.index is None:
+            return
+        try:
+            load_rows(self.path, committed)
+        except (StoreError, FileNotFoundError) as exc:
+            print(f"warning: {exc}; rebuilding the index from the pieces", file=sys.stderr)
+            current = self.manifest
+            assert current is not None
+            rebuilt = self._publish(
+                self._with_index(dataclasses.replace(committed, index=None)), previous=committed
+            )
+            self._published = False  # a rebuild has still committed nothing of its own
+            self.manifest = (
+                current
+                if self._rebuild
+                else dataclasses.replace(current, index=rebuilt.index, deleted={}, retired=rebuilt.retired)
+            )
+
+    def _finish_index(self) -> None:
+        """Leave an index that covers every piece, so the next open reads one file (this also
+        upgrades a store of an older format). Same generation: the live view is unchanged."""
+        manifest = self._committed
+        if manifest is None or (self._rebuild and not self._published):
+            return  # nothing on disk yet, or a rebuild that committed nothing: leave it as it is
+        covered = manifest.index.pieces if manifest.index else 0
+        if covered == len(manifest.pieces) and not manifest.deleted and manifest.index is not None:
+            return
+        if not manifest.pieces and manifest.index is None and not manifest.deleted:
+            return
+        self._publish(self._with_index(manifest), previous=manifest)
 
     def _start(self) -> Manifest:
         fresh = Manifest(
@@ -173,18 +224,39 @@ class StoreWriter:
         (self.path / TMP).mkdir()
         (self.path / PIECES).mkdir(exist_ok=True)
         assert self.manifest is not None
-        named = {Path(p.file).name for p in self.manifest.pieces}
+        named = {Path(p.file).name for p in (*self.manifest.pieces, *self.manifest.retired)}
         if self._committed is not None:
-            named |= {Path(p.file).name for p in self._committed.pieces}
+            named |= {Path(p.file).name for p in (*self._committed.pieces, *self._committed.retired)}
         for entry in (self.path / PIECES).iterdir():
             if entry.name not in named:
                 entry.unlink()
+        remove_unnamed_indexes(self.path, self._committed.index if self._committed else None)
 
     # -- commits -----------------------------------------------------------------------
     def write_piece(self, rows: list[Row]) -> PieceInfo:
         """Write `rows` as one piece of this store (not yet committed)."""
         assert self.manifest is not None, "use StoreWriter as a context manager"
-        return write_piece(self.path, rows, fingerprint=self.manifest.fingerprint)
+        self._refuse_after_failure()
+        try:
+            return write_piece(self.path, rows, fingerprint=self.manifest.fingerprint)
+        except WriteError as exc:
+            self._failed = exc
+            raise
+
+    def write_piece_columns(self, columns: PieceColumns) -> PieceInfo:
+        """`write_piece` of rows given as columns (not yet committed)."""
+        assert self.manifest is not None, "use StoreWriter as a context manager"
+        self._refuse_after_failure()
+        try:
+            return write_piece_columns(self.path, columns, fingerprint=self.manifest.fingerprint)
+        except WriteError as exc:
+            self._failed = exc
+            raise
+
+    def _refuse_after_failure(self) -> None:
+        """After a failed write (a full disk), never try again: the same error, at once."""
+        if self._failed is not None:
+            raise WriteError(str(self._failed))
 
     def commit(
         self,
@@ -207,42 +279,122 @@ class StoreWriter:
         drop = set(resolved)
         all_failures = {k: v for k, v in self.manifest.failures.items() if k not in drop}
         all_failures.update(failures or {})
-        manifest = dataclasses.replace(
-            self.manifest,
-            generation=generation,
-            pieces=(*self.manifest.pieces, *new),
-            deleted=deleted_now,
-            failures=all_failures,
-            updated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        return self.publish(
+            dataclasses.replace(
+                self.manifest,
+                generation=generation,
+                pieces=(*self.manifest.pieces, *new),
+                deleted=deleted_now,
+                failures=all_failures,
+            )
         )
-        atomic_write_bytes(self.path / self._target, manifest.to_json())
+
+    def publish(self, manifest: Manifest, *, index: bool = False) -> Manifest:
+        """Commit `manifest` (a new generation built from this writer's): pieces the manifest on
+        disk named and this one does not are retired, kept for `retain_seconds` for the readers
+        that opened before; the index is rewritten when due (or when `index` is set)."""
+        if self._target == REBUILD_MANIFEST:
+            return self._publish_rebuild(manifest)
+        previous = self._committed
+        manifest = dataclasses.replace(manifest, retired=self._retired(previous, manifest))
+        if index or self._index_due(manifest):
+            manifest = self._with_index(manifest)
+        return self._publish(manifest, previous=previous)
+
+    def _publish_rebuild(self, manifest: Manifest) -> Manifest:
+        """A commit of a rebuild: to `REBUILD_MANIFEST`, beside the live content, which readers
+        keep reading. No index (the live one stays the live manifest's) and nothing retired:
+        `_switch` does both when the rebuild completes."""
+        self._refuse_after_failure()
+        manifest = dataclasses.replace(manifest, updated=_now().isoformat(timespec="seconds"))
+        try:
+            atomic_write_bytes(self.path / REBUILD_MANIFEST, manifest.to_json())
+        except OSError as exc:
+            self._failed = WriteError(
+                f"{self.path / REBUILD_MANIFEST}: cannot write the rebuild's manifest "
+                f"({exc.strerror or exc}); the last commit is intact"
+            )
+            raise self._failed from None
         self.manifest = manifest
-        if self._target == MANIFEST:
-            self._drop_unnamed(self._committed)
-            self._committed = manifest
+        self._published = True
         return manifest
 
     def _switch(self) -> None:
-        """A completed rebuild: make its manifest the live one in one rename, then delete the
-        old content (a kill in between leaves pieces that the next writer deletes)."""
+        """A completed rebuild: make its manifest the live one in one rename, with an index of
+        its pieces; the old content is retired like any replaced piece (readers opened before
+        keep reading it for `retain_seconds`)."""
         assert self.manifest is not None and self._committed is not None
         generation = max(self.manifest.generation, self._committed.generation + 1)
-        self.manifest = dataclasses.replace(self.manifest, generation=generation)
-        atomic_write_bytes(self.path / MANIFEST, self.manifest.to_json())
-        (self.path / REBUILD_MANIFEST).unlink(missing_ok=True)
-        self._drop_unnamed(self._committed)
-        self._committed = self.manifest
+        switched = dataclasses.replace(self.manifest, generation=generation, index=None, retired=())
         self._target = MANIFEST
+        self.publish(switched, index=bool(switched.pieces))  # an empty store needs no index
+        # A kill before this unlink leaves a rebuild.json at or below the live generation: the
+        # next rebuild starts afresh, any other run deletes it.
+        (self.path / REBUILD_MANIFEST).unlink(missing_ok=True)
 
-    def _drop_unnamed(self, previous: Manifest | None) -> None:
-        """Delete the pieces that the manifest just replaced named and the new one does not (the
-        old content of a rebuild): nothing names them any more."""
-        if previous is None or self.manifest is None:
-            return
-        named = {p.file for p in self.manifest.pieces}
-        for piece in previous.pieces:
-            if piece.file not in named:
-                (self.path / piece.file).unlink(missing_ok=True)
+    def _publish(self, manifest: Manifest, *, previous: Manifest | None) -> Manifest:
+        self._refuse_after_failure()
+        manifest = dataclasses.replace(manifest, updated=_now().isoformat(timespec="seconds"))
+        try:
+            atomic_write_bytes(self.path / MANIFEST, manifest.to_json())
+        except OSError as exc:
+            self._failed = WriteError(
+                f"{self.path / MANIFEST}: cannot write the manifest ({exc.strerror or exc}); "
+                "the last commit is intact"
+            )
+            raise self._failed from None
+        self.manifest = self._committed = manifest
+        self._published = True
+        # Only now may what the old manifest named go: an index is read at once (a reader that
+        # lost the race reads the manifest again); a piece only after its retention.
+        remove_unnamed_indexes(self.path, manifest.index)
+        kept = {p.file for p in manifest.pieces} | {r.file for r in manifest.retired}
+        for old in (*(previous.retired if previous else ()), *(previous.pieces if previous else ())):
+            if old.file not in kept:
+                (self.path / old.file).unlink(missing_ok=True)
+        return manifest
+
+    def _retired(self, previous: Manifest | None, manifest: Manifest) -> tuple[RetiredPiece, ...]:
+        """Pieces kept for readers: those still in retention, and those the new manifest drops
+        (unless the retention is zero). The others are deleted once the manifest is written."""
+        now = _now()
+        until = (now + dt.timedelta(seconds=self.retain_seconds)).isoformat(timespec="seconds")
+        named = {p.file for p in manifest.pieces}
+        # A zero retention (`compact --retain 0`) lets every replaced piece go now.
+        kept = [
+            r
+            for r in (previous.retired if previous else ())
+            if not _expired(r, now) and self.retain_seconds > 0
+        ]
+        kept_files = {r.file for r in kept}
+        dropped = [
+            RetiredPiece(file=p.file, until=until)
+            for p in (previous.pieces if previous else ())
+            if p.file not in named and p.file not in kept_files
+        ]
+        if self.retain_seconds <= 0:
+            dropped = []
+        return tuple(r for r in (*kept, *dropped) if r.file not in named)
+
+    def _index_due(self, manifest: Manifest) -> bool:
+        index = manifest.index
+        tail = sum(p.rows for p in manifest.pieces[index.pieces if index else 0 :])
+        return tail >= max(INDEX_TAIL_ROWS, (index.rows if index else 0) // INDEX_TAIL_FRACTION)
+
+    def _with_index(self, manifest: Manifest) -> Manifest:
+        self._refuse_after_failure()
+        try:
+            return self._write_index(manifest)
+        except WriteError as exc:
+            self._failed = exc
+            raise
+
+    def _write_index(self, manifest: Manifest) -> Manifest:
+        """`manifest` naming a new index of all its pieces; the deletions it folds in are dropped
+        from the manifest, which so stays small however many nights pass."""
+        rows, live = load_rows(self.path, manifest)
+        info = write_index(self.path, rows, live, manifest.pieces, manifest.generation)
+        return dataclasses.replace(manifest, index=info, deleted={})
 
     def commit_rows(
         self,
@@ -258,6 +410,66 @@ class StoreWriter:
         return self.commit(pieces, deleted=deleted, failures=failures, resolved=resolved)
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _expired(retired: RetiredPiece, now: dt.datetime) -> bool:
+    try:
+        until = dt.datetime.fromisoformat(retired.until)
+    except ValueError:
+        return True  # unreadable: it was meant to go
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=dt.timezone.utc)
+    return until <= now
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PieceColumns:
+    """The rows of one piece as columns: what `write_piece_columns` writes (compaction moves
+    rows this way, without one Python object per row)."""
+
+    ids: list[str]
+    paths: list[str]
+    labels: list[str]  # "" when unlabeled
+    splits: list[str]
+    sizes: np.ndarray
+    mtime_ns: np.ndarray
+    maps: dict[str, np.ndarray]  # dataset name -> (n, ...) stacked maps
+
+    @classmethod
+    def of_rows(cls, rows: list[Row]) -> PieceColumns:
+        return cls(
+            ids=[r.image_id for r in rows],
+            paths=[r.relpath for r in rows],
+            labels=[r.label or "" for r in rows],
+            splits=[r.split for r in rows],
+            sizes=np.array([r.size for r in rows], np.int64),
+            mtime_ns=np.array([r.mtime_ns for r in rows], np.int64),
+            maps={name: np.stack([r.maps[name] for r in rows]) for name in rows[0].maps},
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def sorted(self) -> PieceColumns:
+        """Sorted by split, then path: a split is one contiguous slice of the piece."""
+        order = {split: i for i, split in enumerate(SPLITS)}
+        at = sorted(range(len(self)), key=lambda i: (order[self.splits[i]], self.paths[i]))
+        if at == list(range(len(self))):
+            return self
+        index = np.array(at, np.int64)
+        return PieceColumns(
+            ids=[self.ids[i] for i in at],
+            paths=[self.paths[i] for i in at],
+            labels=[self.labels[i] for i in at],
+            splits=[self.splits[i] for i in at],
+            sizes=self.sizes[index],
+            mtime_ns=self.mtime_ns[index],
+            maps={name: values[index] for name, values in self.maps.items()},
+        )
+
+
 def write_piece(store_dir: str | Path, rows: list[Row], *, fingerprint: Fingerprint) -> PieceInfo:
     """Write `rows` as one immutable piece in `store_dir/pieces/` (temp, fsync, rename).
 
@@ -266,38 +478,60 @@ def write_piece(store_dir: str | Path, rows: list[Row], *, fingerprint: Fingerpr
     """
     if not rows:
         raise ValueError("a piece needs at least one row")
+    return write_piece_columns(store_dir, PieceColumns.of_rows(rows), fingerprint=fingerprint)
+
+
+def write_piece_columns(
+    store_dir: str | Path, columns: PieceColumns, *, fingerprint: Fingerprint
+) -> PieceInfo:
+    """`write_piece` of rows given as columns."""
+    if not len(columns):
+        raise ValueError("a piece needs at least one row")
     store_dir = Path(store_dir)
-    order = {split: i for i, split in enumerate(SPLITS)}
-    rows = sorted(rows, key=lambda r: (order[r.split], r.relpath))
+    columns = columns.sorted()
     name = f"p{uuid.uuid4().hex[:16]}.h5"
     tmp, final = store_dir / TMP / name, store_dir / PIECES / name
     try:
-        write_piece_file(tmp, rows, fingerprint)
+        _write_columns(tmp, columns, fingerprint)
         digest = file_sha256(tmp)
         publish(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"{exc.filename or tmp}: cannot write piece ({exc.strerror or exc})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return PieceInfo(file=f"{PIECES}/{name}", rows=len(rows), sha256=digest, generation=0)
+    return PieceInfo(file=f"{PIECES}/{name}", rows=len(columns), sha256=digest, generation=0)
 
 
 def write_piece_file(path: Path, rows: list[Row], fingerprint: Fingerprint) -> None:
-    """A plain HDF5 file: one dataset per column and per map, checksummed with fletcher32."""
-    text = h5py.string_dtype("utf-8")
-    n = len(rows)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("ids", data=[r.image_id for r in rows], dtype=text)
-        f.create_dataset("paths", data=[r.relpath for r in rows], dtype=text)
-        f.create_dataset("labels", data=[r.label or "" for r in rows], dtype=text)
-        f.create_dataset("splits", data=[r.split for r in rows], dtype=text)
-        f.create_dataset("sizes", data=np.array([r.size for r in rows], np.int64), fletcher32=True)
-        f.create_dataset("mtime_ns", data=np.array([r.mtime_ns for r in rows], np.int64), fletcher32=True)
-        for name in rows[0].maps:
-            stacked = np.stack([r.maps[name] for r in rows])
+    """A plain HDF5 file of `rows`, in the given order (see `_write_columns`)."""
+    _write_columns(path, PieceColumns.of_rows(rows), fingerprint)
+
+
+def _write_columns(path: Path, columns: PieceColumns, fingerprint: Fingerprint) -> None:
+    """A plain HDF5 file: one dataset per column and per map, each checksummed with fletcher32
+    (strings are fixed-length utf-8, which HDF5 can checksum; variable-length ones it cannot)."""
+    n = len(columns)
+    with h5_writing(path, "piece") as f:
+        _text_column(f, "ids", columns.ids)
+        _text_column(f, "paths", columns.paths)
+        _text_column(f, "labels", columns.labels)
+        _text_column(f, "splits", columns.splits)
+        f.create_dataset("sizes", data=np.asarray(columns.sizes, np.int64), fletcher32=True)
+        f.create_dataset("mtime_ns", data=np.asarray(columns.mtime_ns, np.int64), fletcher32=True)
+        for name, stacked in columns.maps.items():
             f.create_dataset(
                 name,
                 data=stacked,
-                chunks=(min(n, CHUNK_ROWS), *stacked.shape[1:]),
+                chunks=(min(n, max(1, CHUNK_BYTES // max(1, stacked[0].nbytes))), *stacked.shape[1:]),
                 fletcher32=True,
             )
         f.attrs["fingerprint_digest"] = fingerprint.digest
+
+
+def _text_column(f: h5py.File, name: str, values: list[str]) -> None:
+    encoded = [v.encode("utf-8") for v in values]
+    width = max(1, *(len(v) for v in encoded))
+    data = np.array(encoded, dtype=f"S{width}").astype(h5py.string_dtype("utf-8", width))
+    f.create_dataset(name, data=data, fletcher32=True)

@@ -22,3 +22,12 @@ def copy_photos(dest: Path, per_class: int, photos: Path = DEFAULT_PHOTOS, skip:
         for path in sorted(class_dir.iterdir())[skip : skip + per_class]:
             copied.append(Path(shutil.copy2(path, dest / class_dir.name / path.name)))
     return copied
+
+
+def machine_line() -> str:
+    """The CPU model, cores and load average: other agents share these cores."""
+    from featurestore.hardware import cpu_flags, cpu_model
+
+    bf16 = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}) or ["no bf16 flags"]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"CPU {cpu_model()} x{os.cpu_count()} ({', '.join(bf16)}); load average {load}"

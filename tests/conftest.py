@@ -15,6 +15,11 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "cats_vs_dogs"
 
+# `--precision auto` (the default) picks bfloat16 on CPUs with AVX512_BF16 or AMX: tests must not
+# depend on the CPU they run on, so they see a machine without native bf16 (and so do their
+# subprocesses); tests of the detection set FEATURESTORE_NATIVE_BF16 themselves.
+os.environ.setdefault("FEATURESTORE_NATIVE_BF16", "0")
+
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:

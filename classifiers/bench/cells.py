@@ -159,8 +159,11 @@ def run_cell(
     y_test: np.ndarray,
     class_names: tuple[str, ...],
     threads: int | None,
+    *,
+    save: bool = True,
 ) -> dict[str, Any]:
-    """Fit, time, score and size one cell; write its JSON file; return it.
+    """Fit, time, score and size one cell; write its JSON file (unless `save` is False: a
+    cluster worker, whose driver keeps the cell cache); return it.
 
     `threads` (set when cells run in parallel) caps BLAS/OpenMP and TensorFlow threads in this
     worker, so that N workers use about the machine's cores rather than N times them.
@@ -210,5 +213,6 @@ def run_cell(
         "warnings": notes[:5],
         "threads": threads,
     }
-    atomic_write_json(task.path, cell)
+    if save:
+        atomic_write_json(task.path, cell)
     return cell

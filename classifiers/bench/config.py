@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.errors import BenchError
-from featurestore.checks import check_int
+from featurestore.checks import check_choice, check_int
 from featurestore.errors import ConfigError
+from featurestore.extract_config import ENGINES
 
 #: The grid key that picks the feature transform rather than a classifier parameter.
 FEATURES_KEY = "features"
@@ -46,6 +47,9 @@ class BenchConfig:
     jobs: int = 1
     features: str | None = None
     progress: bool | None = None
+    stream: bool | None = None  # read pooled batches; None: when the maps would not fit
+    engine: str = "local"  # "ray": the cells as Ray tasks (classifiers.bench.ray_cells)
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", Path(self.store))
@@ -61,6 +65,9 @@ class BenchConfig:
         check_int("seed", self.seed, 0)
         if check_int("jobs", self.jobs, -1) == 0:
             raise ConfigError("--jobs must be a positive integer or -1 (all cores), not 0")
+        check_choice("engine", self.engine, ENGINES)
+        if self.ray_address is not None and self.engine != "ray":
+            raise ConfigError("--ray-address needs --engine ray")
         if self.classifiers is not None and not self.classifiers and not self.grid:
             raise BenchError("no classifiers to benchmark")
 
@@ -78,6 +85,7 @@ class BenchConfig:
             "seed": self.seed,
             "jobs": self.jobs,
             "features": self.features,
+            "stream": self.stream,
         }
 
 

@@ -9,6 +9,7 @@ same folds in every run, for every classifier.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,20 +67,51 @@ def _labelled_unique(
     return features[order], labels[order], ids[order].astype(str), int((~first).sum())
 
 
-def load_data(store_path: str | Path, folds: int) -> BenchData:
+def load_data(
+    store_path: str | Path,
+    folds: int,
+    *,
+    stream: bool | None = False,
+    reads: Sequence[str] = (),
+    say: Callable[[str], None] | None = None,
+) -> BenchData:
     """Open the store, read train+validation and test with whole-split reads, check the classes.
 
+    `stream` None streams when the maps would not fit in the available memory
+    (`classifiers.streaming.decide`; True forces it, and `say` gets the one line saying so):
+    the rows are then pooled while they are read, which needs every variant to read the same
+    pooled features (`reads`, the variants' `reads`: all ``max`` or all ``avg``). The pooled
+    rows give the pipelines' `FeatureTransform` 1x1 maps, which it passes through unchanged,
+    so every cell scores as it would on the maps (and its cached file is the same).
+
     Raises `featurestore.StoreError` for a missing or broken store and `BenchError` when there
-    are fewer than 2 classes or a class has fewer labelled rows than `folds`.
+    are fewer than 2 classes, a class has fewer labelled rows than `folds`, or a streamed
+    benchmark has variants that do not read one pooling.
     """
     import featurestore
+    from classifiers import streaming
 
     store = featurestore.open_store(store_path)
     class_names = tuple(store.class_names)
     if len(class_names) < 2:
         raise BenchError(f"{store_path}: the store has {len(class_names)} class(es); a benchmark needs 2")
-    pool = store.load(list(POOL_SPLITS))
-    X, y, ids, dropped = _labelled_unique(pool.features, pool.labels, pool.ids, pool.paths)
+    needed = streaming.maps_bytes(store, [(split, False) for split in (*POOL_SPLITS, TEST_SPLIT)])
+    decision = streaming.decide(needed, "the train, validation and test maps", stream)
+    pooling = None
+    if decision.stream:
+        modes = sorted(set(reads))
+        if len(modes) != 1 or modes[0] not in ("max", "avg"):
+            raise BenchError(
+                f"{store_path}: the maps take {streaming.format_bytes(needed)} as float32 "
+                f"({streaming.format_bytes(decision.available)} available): streamed, bench pools "
+                f"while reading, so every classifier must read one pooling (--features max or avg), "
+                f"not {', '.join(modes)}"
+            )
+        pooling = modes[0]
+        if say is not None:
+            say(f"{decision.message}; pooled ({pooling}) while reading")
+    pool = _read(store, list(POOL_SPLITS), pooling)
+    X, y, ids, dropped = _labelled_unique(*pool)
     counts = np.bincount(y, minlength=len(class_names))
     if (counts < folds).any():
         low = int(np.argmin(counts))
@@ -87,10 +119,7 @@ def load_data(store_path: str | Path, folds: int) -> BenchData:
             f"{store_path}: class {class_names[low]!r} has {counts[low]} labelled train+validation "
             f"row(s); --folds {folds} needs at least {folds} per class"
         )
-    test = store.load(TEST_SPLIT)
-    X_test, y_test, ids_test, dropped_test = _labelled_unique(
-        test.features, test.labels, test.ids, test.paths
-    )
+    X_test, y_test, ids_test, dropped_test = _labelled_unique(*_read(store, [TEST_SPLIT], pooling))
     info = {
         "path": str(Path(store_path).resolve()),
         "fingerprint": store.fingerprint.to_dict(),
@@ -100,8 +129,32 @@ def load_data(store_path: str | Path, folds: int) -> BenchData:
         "counts": store.counts(),
         "pool_rows": len(y),
         "test_rows": len(y_test),
+        "streamed": pooling,
     }
     return BenchData(X, y, ids, X_test, y_test, ids_test, class_names, info, dropped + dropped_test)
+
+
+def _read(
+    store: Any, splits: list[str], pooling: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, ids, paths) of `splits`: whole-split reads, or (`pooling`) batches
+    pooled as they are read, in the same order."""
+    if pooling is None:
+        data = store.load(splits)
+        return data.features, data.labels, data.ids, data.paths
+    from classifiers.streaming import READ_ROWS
+    from classifiers.transforms import FeatureTransform
+
+    pool = FeatureTransform(mode=pooling).fit(np.zeros((1, *store.map_shape()), dtype=np.float32))
+    parts: list[tuple[np.ndarray, ...]] = [
+        (pool.transform(b.features), b.labels, b.ids, b.paths)
+        for b in store.iter_batches(splits, batch_size=READ_ROWS)
+    ]
+    if not parts:
+        return np.empty((0, pool.n_features_out_), np.float32), *(
+            np.empty(0, t) for t in (np.int64, object, object)
+        )
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
 
 
 def ids_digest(ids: np.ndarray) -> str:

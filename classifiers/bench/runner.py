@@ -96,7 +96,7 @@ def _execute(
     pending: list[CellTask], data: BenchData, config: BenchConfig, cells_dir: Path
 ) -> dict[Path, dict[str, Any]]:
     """Run the pending cells (at most `config.jobs` at once) and return them by file path."""
-    from joblib import Parallel, cpu_count, delayed
+    from joblib import cpu_count
 
     if not pending:
         return {}
@@ -108,10 +108,8 @@ def _execute(
     arrays = (data.X, data.y, data.X_test, data.y_test)
     done: dict[Path, dict[str, Any]] = {}
     bar, show_bar = _progress(config.progress, len(pending))
-    with bar, _shared_arrays(arrays, parallel=jobs > 1) as (X, y, X_test, y_test):
-        parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
-        calls = (delayed(run_cell)(t, X, y, X_test, y_test, data.class_names, threads) for t in pending)
-        for cell in parallel(calls):
+    with bar, _cells(pending, arrays, data.class_names, jobs, threads, config) as finished:
+        for cell in finished:
             done[cell_path(cells_dir, cell["key"])] = cell
             bar.update(1)
             if not show_bar and config.progress is None:
@@ -122,6 +120,29 @@ def _execute(
                     file=sys.stderr,
                 )
     return done
+
+
+@contextlib.contextmanager
+def _cells(
+    pending: list[CellTask],
+    arrays: tuple[np.ndarray, ...],
+    class_names: tuple[str, ...],
+    jobs: int,
+    threads: int | None,
+    config: BenchConfig,
+) -> Iterator[Iterator[dict[str, Any]]]:
+    """The finished cells, in any order: joblib's local workers, or Ray tasks on a cluster."""
+    if config.engine == "ray":
+        from classifiers.bench.ray_cells import run_cells_on_ray
+
+        with run_cells_on_ray(pending, arrays, class_names, threads, config.ray_address) as cells:
+            yield cells
+        return
+    from joblib import Parallel, delayed
+
+    with _shared_arrays(arrays, parallel=jobs > 1) as (X, y, X_test, y_test):
+        parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
+        yield parallel(delayed(run_cell)(t, X, y, X_test, y_test, class_names, threads) for t in pending)
 
 
 def _fold_record(fold: Fold) -> dict[str, Any]:
@@ -166,7 +187,13 @@ def _run(config: BenchConfig) -> BenchResult:
 
     started = time.perf_counter()
     variants = expand_variants(config)  # bad names and values fail before the data is read
-    data = load_data(config.store, config.folds)
+    data = load_data(
+        config.store,
+        config.folds,
+        stream=config.stream,
+        reads=[variant.reads for variant in variants],
+        say=lambda line: print(f"bench: {line}", file=sys.stderr),
+    )
     folds = make_folds(data.y, data.ids, config.folds, config.repeats, config.seed)
     cells_dir = config.out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ class FinetuneConfig:
     augment: bool = True
     from_cache: bool = False
     weights: str = "imagenet"
-    precision: str = "auto"  # auto: mixed_bfloat16 on a GPU, float32 on the CPU
+    precision: str = "auto"  # auto: mixed_bfloat16 where native (GPU, bf16 CPU), else float32
     seed: int = 0
     workers: int = min(8, os.cpu_count() or 1)
     overwrite: bool = False
@@ -67,28 +67,12 @@ class FinetuneConfig:
         return {key: getattr(self, key) for key in keys}
 
 
-def gpu_available() -> bool:
-    """Whether the Keras backend sees a GPU (each backend answers in its own API)."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    if backend == "tensorflow":
-        import tensorflow as tf  # the one backend probe; model code stays backend-neutral
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
-
-
 def resolve_precision(precision: str) -> str:
-    """The Keras dtype policy for `--precision`: auto is mixed bfloat16 on a GPU, else float32."""
+    """The Keras dtype policy for `--precision`: auto is mixed bfloat16 where the hardware runs
+    it natively (a GPU, a CPU with avx512_bf16 or amx_bf16: the same detection as `extract`),
+    else float32."""
     if precision != "auto":
         return precision
-    return "mixed_bfloat16" if gpu_available() else "float32"
+    from featurestore.hardware import auto_precision
+
+    return auto_precision()

@@ -28,6 +28,7 @@ OTHER_VALUES = {
     "precision": "mixed_bfloat16",
     "extra_layers": ("block3_pool",),
     "flip_views": True,
+    "decoder": "pil-draft",
     "extractor_version": EXTRACTOR_VERSION + 1,
 }
 
@@ -36,6 +37,12 @@ def test_the_digest_of_a_known_fingerprint_does_not_change() -> None:
     # Stores name their features by this digest: if it moves, every existing store is refused
     # (or worse, silently rebuilt). Change it only with a plan for the stores already written.
     assert BASE.digest == "48da1a1b955846b662ccc78eddf0f5f2cf972bb394e1c6cf39d39395ec501322"
+
+
+def test_the_default_decoder_leaves_the_digest_of_older_stores_alone() -> None:
+    older = {k: v for k, v in BASE.to_dict().items() if k != "decoder"}  # written before decoders
+    assert Fingerprint.from_dict(older).digest == BASE.digest
+    assert "decoder" in Fingerprint.from_dict(older).to_dict()
 
 
 def test_every_identity_field_has_another_value_here() -> None:
@@ -92,9 +99,9 @@ def test_from_dict_accepts_the_digest_it_is_stored_with_and_fills_defaults() -> 
 
 def test_unknown_fields_are_refused_by_name() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown fingerprint fields \['decoder', 'device'\] \(written by a newer"
+        ValueError, match=r"unknown fingerprint fields \['device', 'sampler'\] \(written by a newer"
     ):
-        Fingerprint.from_dict({**BASE.to_dict(), "device": "gpu", "decoder": "pil"})
+        Fingerprint.from_dict({**BASE.to_dict(), "device": "gpu", "sampler": "pil"})
 
 
 @pytest.mark.parametrize(

@@ -217,6 +217,10 @@ def test_a_stopped_run_says_how_it_ended(tmp_path: Path, signum: int, code: int,
         assert f"interrupted by {signal.Signals(signum).name}" in record["error"]
         assert record["generation"] == open_store(store).generation  # what it committed
         assert record["ended"] and record["bytes_added"] > 0
+        # What it did before stopping: committed rows went through the model (only those are
+        # counted: the planned rest is tomorrow's "new").
+        assert 4 <= record["counts"]["computed"] < 48 and "new" not in record["counts"]
+        assert record["stages"]["model"]["images"] == record["counts"]["computed"]
     else:  # SIGKILL: no chance to finish the record; the file still says "running"
         assert json.loads((store / RUNS / f"{record['id']}.json").read_text())["status"] == "running"
     # The next night resumes, and the history keeps both.
