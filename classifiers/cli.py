@@ -29,7 +29,15 @@ from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
 from featurestore.errors import FeaturestoreError
 from featurestore.exitcodes import DRIFT, FAILED_IMAGES, GATE_FAILED, OK, exit_code_for
-from featurestore.extract_config import DECODE_MODES, ENGINES, EXTRACT_PRECISIONS, ExtractConfig
+from featurestore.extract_config import (
+    DECODE_MODES,
+    ENGINES,
+    EXTRACT_PRECISIONS,
+    MAX_BATCH_SIZE,
+    MAX_COMMIT_EVERY,
+    MAX_WORKERS,
+    ExtractConfig,
+)
 from featurestore.fingerprint import DECODERS, DTYPES
 from featurestore.quiet import quiet_tensorflow
 from featurestore.splits import SplitFractions
@@ -120,14 +128,14 @@ def main() -> None:
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH_SIZE),
     default=default(ExtractConfig, "batch_size"),
     show_default=True,
     help="Images per model call.",
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_WORKERS),
     default=default(ExtractConfig, "workers"),
     show_default="the cores",
     help="Decode workers.",
@@ -182,7 +190,7 @@ def main() -> None:
 )
 @click.option(
     "--commit-every",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_COMMIT_EVERY),
     default=default(ExtractConfig, "commit_every"),
     show_default=True,
     help="Rows per committed piece.",

@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -49,6 +50,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from classifiers.errors import ModelFileError, PayloadError
 from classifiers.inputs import InputChunk
+from classifiers.transforms import FEATURE_MODES
 from featurestore.fingerprint import Fingerprint
 from featurestore.fsutil import atomic_folder, file_sha256, recover_folder
 
@@ -231,13 +233,13 @@ def check_keras_archive(path: Path, allowed: KerasAllowList) -> None:
                 raise PayloadError(f"unexpected .keras members: {sorted(members ^ KERAS_MEMBERS)}")
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise PayloadError(f"not a .keras archive ({type(exc).__name__}: {exc})") from exc
+        raise PayloadError(f"not a .keras archive ({one_line(exc)})") from exc
     refused = sorted(_named(config, "class_name") - allowed.classes, key=str)
     unknown = _named(config, "registered_name") - allowed.registered_names
     refused += [(None, name) for name in sorted(unknown, key=str)]
     if refused:
         names = ", ".join(f"{module}.{name}" for module, name in refused)
-        raise PayloadError(f"refusing Keras objects outside {allowed.what}: {names}")
+        raise PayloadError(f"refusing Keras objects outside {allowed.what}: {cut(names, 300)}")
 
 
 def load_keras(path: Path, allowed: KerasAllowList) -> Any:
@@ -248,7 +250,7 @@ def load_keras(path: Path, allowed: KerasAllowList) -> Any:
     try:
         return km.load(str(path))
     except Exception as exc:
-        raise PayloadError(f"cannot be loaded by Keras ({type(exc).__name__}: {exc})") from exc
+        raise PayloadError(f"cannot be loaded by Keras ({one_line(exc)})") from exc
 
 
 def load_skops(path: Path) -> Any:
@@ -258,14 +260,14 @@ def load_skops(path: Path) -> Any:
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # any failure to parse means it is not a skops file we wrote
-        raise PayloadError(f"not a skops file ({type(exc).__name__}: {exc})") from exc
+        raise PayloadError(f"not a skops file ({one_line(exc)})") from exc
     refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if refused:
-        raise PayloadError(f"refusing untrusted types: {', '.join(refused)}")
+        raise PayloadError(f"refusing untrusted types: {cut(', '.join(refused), 300)}")
     try:
         return sio.load(path, trusted=list(TRUSTED_TYPES))
     except Exception as exc:
-        raise PayloadError(f"cannot be loaded by skops ({type(exc).__name__}: {exc})") from exc
+        raise PayloadError(f"cannot be loaded by skops ({one_line(exc)})") from exc
 
 
 # -- a loaded model ----------------------------------------------------------------------------
@@ -454,21 +456,41 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def _metadata_problem(metadata: Any) -> str | None:
+    """What is wrong with a metadata.json, field by field, or None. Nothing in it is trusted:
+    every field that drives loading or allocation is checked for its type and range here
+    (issue 14, item 7), the kind's own fields by the kind."""
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         return f"format is not {FORMAT!r}"
     if metadata.get("format_version") != FORMAT_VERSION:
-        return f"unsupported format_version {metadata.get('format_version')!r}"
+        return f"unsupported format_version {short_repr(metadata.get('format_version'))}"
     kind = kind_named(metadata.get("kind"))
     if kind is None:
-        return f"unknown kind {metadata.get('kind')!r}"
+        return f"unknown kind {short_repr(metadata.get('kind'))}"
     payload = metadata.get("payload")
     if not isinstance(payload, dict) or set(payload) != set(kind.payload):
         return f"payload must list exactly {list(kind.payload)}"
+    if not all(isinstance(digest, str) and _SHA256.match(digest) for digest in payload.values()):
+        return "payload values must be sha256 hex digests"
     names = metadata.get("class_names")
-    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
-        return "class_names must be a list of at least 2 strings"
-    if not isinstance(metadata.get("classifier"), str):
-        return "classifier must be a string"
+    if (
+        not isinstance(names, list)
+        or len(names) < 2
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+    ):
+        return "class_names must be a list of at least 2 different non-empty strings"
+    problem = class_indices_problem("classes", metadata.get("classes"), len(names))
+    if problem:
+        return problem
+    if not isinstance(metadata.get("classifier"), str) or not metadata["classifier"]:
+        return "classifier must be a non-empty string"
+    if metadata.get("features") not in (None, *FEATURE_MODES):
+        return f"features must be null or one of {', '.join(FEATURE_MODES)}"
+    for field in ("params", "metrics", "training", "versions"):
+        if not isinstance(metadata.get(field, {}), dict):
+            return f"{field} must be an object"
+    if not isinstance(metadata.get("created", ""), str):
+        return "created must be a string"
     store = metadata.get("store")
     if not isinstance(store, dict):
         return "store must be an object"
@@ -477,7 +499,45 @@ def _metadata_problem(metadata: Any) -> str | None:
             Fingerprint.from_dict(store["fingerprint"])
         except (TypeError, ValueError, AttributeError) as exc:
             return f"store.fingerprint is not a fingerprint ({exc})"
+    digest = store.get("digest")
+    if digest is not None and not (isinstance(digest, str) and _SHA256.match(digest)):
+        return "store.digest must be null or a sha256 hex digest"
+    if not isinstance(store.get("path", ""), str):
+        return "store.path must be a string"
     return kind.metadata_problem(metadata)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def class_indices_problem(field: str, value: Any, n_names: int) -> str | None:
+    """What is wrong with a list of class indices (a model's `classes_`), or None: each an
+    index of `class_names`, each once."""
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_names for i in value)
+        or len(set(value)) != len(value)
+    ):
+        return f"{field} must be a list of different class indices below {n_names}"
+    return None
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, cut: a crafted file's values go into one short line."""
+    return cut(repr(value), limit)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line, its type first: library messages (Keras prints whole
+    configs) span many lines, and an error must stay one line."""
+    return cut(f"{type(exc).__name__}: {exc}", limit)
 
 
 def load_model(path: str | Path) -> SavedModel:

@@ -13,6 +13,7 @@ or embed new images with the backbone it records (`classifiers.inputs.feature_ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,10 @@ from classifiers.model_file import (
     jsonable,
     load_keras,
     load_skops,
+    one_line,
     register_kind,
 )
+from featurestore.vgg16 import MAX_INPUT_SIZE, output_shape
 
 SKOPS_FILE = "estimator.skops"
 KERAS_FILE = "head.keras"
@@ -65,9 +68,11 @@ def head_record(head: KerasHead) -> dict[str, Any]:
 
 
 def rebuild_head(record: Any, model: Any) -> KerasHead:
-    """The fitted head of a head record and its loaded network."""
+    """The fitted head of a head record (validated with the metadata) and its loaded network,
+    which must take the inputs the record says."""
     try:
         head = HEAD_CLASSES[record["class"]](**record["params"])
+        head._validate_params()  # the head's own parameter checks, as `fit` runs them
         state = record["state"]
         head.classes_ = np.asarray(state["classes_"])
         head.n_features_in_ = int(state["n_features_in_"])
@@ -76,9 +81,69 @@ def rebuild_head(record: Any, model: Any) -> KerasHead:
         best = state["best_epoch_"]
         head.best_epoch_ = None if best is None else int(best)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise PayloadError(f"bad head record in {METADATA} ({exc!r})") from exc
+        raise PayloadError(f"bad head record in {METADATA} ({one_line(exc)})") from exc
+    network_input = tuple(model.input_shape[1:])
+    if math.prod(network_input) != math.prod(head.input_shape_):  # vectors reach it as (1, 1, C)
+        raise PayloadError(
+            f"{KERAS_FILE} takes inputs of shape {network_input}, its head record says {head.input_shape_}"
+        )
+    outputs, classes = int(model.output_shape[-1]), len(head.classes_)
+    if outputs != classes and (outputs, classes) != (1, 2):  # two classes: one sigmoid output
+        raise PayloadError(f"{KERAS_FILE} has {outputs} outputs for {classes} classes")
     head.model_ = model
     return head
+
+
+#: The most numbers a head's input may hold: block1_conv1 maps of a 1024 px image.
+MAX_HEAD_INPUT = MAX_INPUT_SIZE * MAX_INPUT_SIZE * 64
+
+
+def head_record_problem(record: Any, metadata: dict[str, Any]) -> str | None:
+    """What is wrong with a head record, field by field, or None (issue 14, item 7)."""
+    if not isinstance(record, dict) or set(record) != {"class", "params", "state"}:
+        return "head must be an object with class, params and state"
+    if record["class"] not in HEAD_CLASSES:
+        return f"head.class must be one of {', '.join(HEAD_CLASSES)}"
+    if not isinstance(record["params"], dict):
+        return "head.params must be an object"
+    state = record["state"]
+    if not isinstance(state, dict) or set(state) != set(FITTED_STATE):
+        return f"head.state must be an object with {', '.join(FITTED_STATE)}"
+    if state["classes_"] != metadata["classes"]:
+        return "head.state.classes_ must equal classes"
+    shape = state["input_shape_"]
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 3
+        or not all(_is_count(d) and d >= 1 for d in shape)
+        or math.prod(shape) > MAX_HEAD_INPUT
+    ):
+        return f"head.state.input_shape_ must be 1 to 3 positive sizes of at most {MAX_HEAD_INPUT} numbers"
+    fingerprint = metadata["store"].get("fingerprint")
+    if fingerprint is not None:
+        maps = output_shape(fingerprint.get("layer", "block5_pool"), fingerprint.get("input_size", 150))
+        if math.prod(shape) > math.prod(maps):
+            return f"head.state.input_shape_ {shape} holds more numbers than the store's maps {list(maps)}"
+    n_features = state["n_features_in_"]
+    if not _is_count(n_features) or not 1 <= n_features <= MAX_HEAD_INPUT:
+        return "head.state.n_features_in_ must be a positive integer"
+    history = state["history_"]
+    if not isinstance(history, dict) or not all(
+        isinstance(values, list) and all(_is_number(v) for v in values) for values in history.values()
+    ):
+        return "head.state.history_ must map names to lists of numbers"
+    best = state["best_epoch_"]
+    if best is not None and (not _is_count(best) or best < 0):
+        return "head.state.best_epoch_ must be null or an epoch number"
+    return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 class FeatureMapsKind(ModelKind):
@@ -92,8 +157,10 @@ class FeatureMapsKind(ModelKind):
         return feature_map_views(saved.features_fingerprint, source, weights)
 
     def metadata_problem(self, metadata: dict[str, Any]) -> str | None:
-        if KERAS_FILE in self.payload and not isinstance(metadata.get("head"), dict):
-            return "a Keras head needs its head record"
+        if KERAS_FILE in self.payload:
+            return head_record_problem(metadata.get("head"), metadata)
+        if metadata.get("head") is not None:
+            return "head must be null for a model without a Keras head"
         return None
 
 

@@ -22,6 +22,7 @@ from featurestore.splits import SplitFractions
 FORMAT = "featurestore.store/2"
 OLD_FORMATS = ("featurestore.store/1",)  # read as they are; the next commit writes FORMAT
 MANIFEST = "manifest.json"
+REBUILD_MANIFEST = "rebuild.json"  # the commits of a rebuild in progress, beside the live ones
 PIECES = "pieces"
 INDEX = "index"  # folder of the index files: the small columns of all pieces, one file
 TMP = ".tmp"  # pieces being written; the next writer deletes what is left
@@ -249,9 +250,10 @@ def _parse_index(value: Any, generation: int, pieces: int) -> IndexInfo | None:
     )
 
 
-def read_manifest(store_dir: Path) -> Manifest:
-    """The validated manifest of a store; `StoreError` naming the field otherwise."""
-    path = Path(store_dir) / MANIFEST
+def read_manifest(store_dir: Path, name: str = MANIFEST) -> Manifest:
+    """The validated manifest of a store (or its `REBUILD_MANIFEST`); `StoreError` naming the
+    field otherwise."""
+    path = Path(store_dir) / name
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -3,7 +3,14 @@
 The pattern is always the same: write under a unique temporary name beside the target, fsync,
 rename over the target, fsync the folder. Readers then see the old or the new content, never a
 mix, and a crash leaves at most a temporary name that `remove_stale_temps` recognises (it holds
-the pid of the process that wrote it).
+the pid of the process that wrote it). Each writer deletes the temporaries that dead writers
+of the same target left (`atomic_file`, `atomic_folder`), so a kill's leftovers do not pile up.
+
+Fault points, for tests and the soak (docs/faults.md): with FEATURESTORE_PAUSE_AT set to
+"STEP:NAME" (STEP is `before-rename` or `between-renames`, NAME a target's file name), the
+process that reaches that step for that target creates the file FEATURESTORE_PAUSE_FILE and
+waits there until that file is deleted, so that a test can SIGKILL it at exactly that point, or
+look at what other processes see there and let it go on.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,10 +57,22 @@ def _fsync_tree(folder: Path) -> None:
         fsync_path(Path(root))
 
 
+def _pause_point(step: str, target: Path) -> None:
+    """Pause here if FEATURESTORE_PAUSE_AT names this step and target (see the module docstring)."""
+    if os.environ.get("FEATURESTORE_PAUSE_AT") != f"{step}:{target.name}":
+        return
+    marker = Path(os.environ.get("FEATURESTORE_PAUSE_FILE", ".featurestore-paused"))
+    marker.write_text(f"{os.getpid()}\n")
+    deadline = time.monotonic() + 3600
+    while marker.exists() and time.monotonic() < deadline:  # until killed, or the file is deleted
+        time.sleep(0.01)
+
+
 def publish(tmp: Path, final: Path) -> None:
     """Move a finished temporary file into place durably (readable by all, as a normal file)."""
     os.chmod(tmp, 0o644)
     fsync_path(tmp)
+    _pause_point("before-rename", final)
     os.replace(tmp, final)
     fsync_path(final.parent)
 
@@ -65,6 +85,7 @@ def atomic_file(path: str | Path, *, ending: str = "") -> Iterator[Path]:
     to the temporary name for those that check it (Keras: ".weights.h5", ".keras").
     """
     path = Path(path)
+    remove_stale_temps(path.parent, path.name)  # what killed writers of this file left
     tmp = temp_name(path, ending=ending)
     try:
         yield tmp
@@ -97,6 +118,7 @@ def atomic_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     recover_folder(path)
+    remove_stale_temps(path.parent, path.name)  # folders that killed writers were filling
     if path.exists() and not replace:
         raise FileExistsError(errno.EEXIST, "already exists", str(path))
     tmp = temp_name(path)
@@ -106,9 +128,11 @@ def atomic_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
         os.chmod(tmp, 0o755)
         _fsync_tree(tmp)
         old = None
+        _pause_point("before-rename", path)
         if path.exists():
             old = temp_name(path, "old")
             os.rename(path, old)
+            _pause_point("between-renames", path)
         os.rename(tmp, path)
         fsync_path(path.parent)
         if old is not None:
@@ -123,16 +147,28 @@ def recover_folder(path: str | Path) -> None:
     path = Path(path)
     olds = sorted(
         (entry for entry in _siblings(path, _OLD) if not _alive(entry[1])),
-        key=lambda entry: entry[0].stat().st_mtime_ns,
+        key=lambda entry: _mtime(entry[0]),
     )
     if not olds:
         return
     if not path.exists():
         newest, _ = olds.pop()
-        os.rename(newest, path)
+        try:
+            os.rename(newest, path)
+        except OSError:
+            if not path.exists():
+                raise
+            # Another process (a reader's `recover_folder`, the next writer) put one back first.
         fsync_path(path.parent)
     for old, _ in olds:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:  # removed meanwhile by another process's recovery
+        return -1
 
 
 def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:

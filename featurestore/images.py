@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from numbers import Integral
 from pathlib import Path
 
@@ -62,6 +63,11 @@ _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 # Load the format plugins once at import: Pillow registers them lazily on the first open, which
 # is not something to race on from several worker threads.
 Image.init()
+
+# Our per-call limit replaces Pillow's warning: an image above it is refused with its reason
+# (`ImageError`), so the warning would only repeat that on stderr, outside the one-line rule.
+# Silenced for its category only, and not per call (warning filters are not thread-safe).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageError(FeaturestoreError):

@@ -35,7 +35,7 @@ from featurestore import exitcodes
 from featurestore._version import __version__
 from featurestore.errors import FeaturestoreError, JobInterrupted
 from featurestore.format import read_manifest
-from featurestore.fsutil import atomic_write_json
+from featurestore.fsutil import atomic_write_json, remove_stale_temps
 from featurestore.run_fields import store_bytes
 
 FORMAT = "featurestore.run/1"
@@ -182,6 +182,7 @@ class RunRecorder:
             name = f"{stamp}-{self.record['pid']}-{n}"
         self.record["id"] = name
         self.path = self.folder / f"{name}.json"
+        remove_stale_temps(self.folder)  # records of killed runs: each has its own name
         generation, digest = _committed(self.store_dir)
         self.record.update(generation_before=generation, fingerprint_digest=digest)
         self._bytes_before = store_bytes(self.store_dir)

@@ -22,6 +22,7 @@ __all__ = ["IMAGE_EXTENSIONS", "Source", "SourceError", "SourceImage", "discover
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
 NOT_UTF8 = "file name is not valid UTF-8"
+EMPTY_LABEL = ""  # a labeled manifest's row whose label is empty: reported, never stored
 
 
 class SourceError(FeaturestoreError):
@@ -118,6 +119,10 @@ def _discover_folder(root: Path, *, labeled: bool) -> Source:
         else:
             skipped.append((_printable(rel), NOT_UTF8))
     images.sort(key=itemgetter(1))
+    # A class folder with no image (empty, unreadable, only other files) is no class: a model
+    # would carry a class it never saw. Why its folder gave nothing is in `skipped`, if known.
+    labels = {image.label for image in images}
+    class_names = tuple(name for name in class_names if name in labels)
     return Source(root, class_names, tuple(images), tuple(sorted(skipped)))
 
 
@@ -184,11 +189,15 @@ def _discover_manifest(manifest: Path, *, labeled: bool) -> Source:
     listed_at: dict[str, tuple[str, str | None, list[int]]] = {}
     base = str(root)
     conflicting: set[str] = set()
+    # A manifest is labeled when any row has a label; then every row needs one.
+    any_label = labeled and any((row.get("label") or "").strip() for _, row in rows)
     for line, row in rows:
         listed = row.get("path") or ""
         if not listed:
             raise SourceError(f"{manifest}: malformed manifest: line {line} has an empty path")
         label = ((row.get("label") or "").strip() or None) if labeled else None
+        if label is None and any_label:
+            label = EMPTY_LABEL  # a failure below, not an unlabeled row in a labeled store
         path = os.path.abspath(os.path.join(base, listed))  # joining an absolute path keeps it
         relpath = _manifest_key(path, base)
         _, first_label, lines = listed_at.setdefault(relpath, (path, label, []))
@@ -203,6 +212,8 @@ def _discover_manifest(manifest: Path, *, labeled: bool) -> Source:
             # Which label is right is unknowable here; keep the image out rather than guess.
             where = ", ".join(map(str, lines))
             skipped.append((relpath, f"listed with different labels (lines {where})"))
+        elif label == EMPTY_LABEL:
+            skipped.append((relpath, f"empty label (line {', '.join(map(str, lines))})"))
         elif not _has_image_extension(path):
             skipped.append((relpath, f"not an image extension ({os.path.splitext(path)[1]!r})"))
         elif not os.path.isfile(path):

@@ -282,7 +282,10 @@ class FeatureStore:
                 f[name].read_direct(out, source_sel=rows)
                 return out
         except FileNotFoundError:
-            raise StoreError(f"{path}: committed piece is missing (run `featurestore verify`)") from None
+            raise StoreError(
+                f"{path}: committed piece is missing (replaced since this reader opened the store? "
+                "open it again; else run `featurestore verify`)"
+            ) from None
         except (OSError, KeyError) as exc:
             raise StoreError(
                 f"{path}: {name} cannot be read, the piece is damaged ({exc}); "

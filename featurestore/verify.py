@@ -7,9 +7,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featurestore.format import COLUMNS, INDEX, PIECES, Manifest, StoreError, map_datasets, read_manifest
-from featurestore.fsutil import file_sha256
+from featurestore.format import (
+    COLUMNS,
+    INDEX,
+    PIECES,
+    REBUILD_MANIFEST,
+    TMP,
+    Manifest,
+    StoreError,
+    map_datasets,
+    read_manifest,
+)
+from featurestore.fsutil import file_sha256, stale_temps
 from featurestore.index import read_index
+from featurestore.runs import RUNS
 
 
 def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
@@ -37,8 +48,11 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
     findings.extend(_check_index(store_dir, manifest))
     # Retired pieces are named too: kept for readers opened before they were replaced.
     named = {Path(p.file).name for p in (*manifest.pieces, *manifest.retired)}
+    rebuilding = _rebuild_pieces(store_dir)
+    orphan = "not in the manifest (left by an interrupted run; the next run deletes it)"
+    unfinished = "part of an unfinished rebuild (extract --rebuild resumes it)"
     notes = [
-        f"{folder}/{entry.name}: not in the manifest (left by an interrupted run; the next run deletes it)"
+        f"{folder}/{entry.name}: {unfinished if folder == PIECES and entry.name in rebuilding else orphan}"
         for folder, keep in (
             (PIECES, named),
             (INDEX, {Path(manifest.index.file).name} if manifest.index else set()),
@@ -46,7 +60,33 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
         for entry in (sorted((store_dir / folder).iterdir()) if (store_dir / folder).is_dir() else [])
         if entry.name not in keep
     ]
-    return findings, notes
+    return findings, notes + leftover_notes(store_dir)
+
+
+def _rebuild_pieces(store_dir: Path) -> set[str]:
+    """Pieces an unfinished rebuild has committed (none if its manifest is unreadable)."""
+    if not (store_dir / REBUILD_MANIFEST).exists():
+        return set()
+    try:
+        return {Path(p.file).name for p in read_manifest(store_dir, REBUILD_MANIFEST).pieces}
+    except StoreError:
+        return set()
+
+
+def leftover_notes(store_dir: Path) -> list[str]:
+    """Temporary files of killed writers (manifest, run records) and unfinished pieces: harmless,
+    and deleted by the next writer, but reported so that nothing lingers unseen."""
+    notes = [
+        f"{entry.relative_to(store_dir)}: left by a killed writer (the next writer deletes it)"
+        for folder in (store_dir, store_dir / RUNS)
+        for entry in stale_temps(folder)
+    ]
+    unfinished = store_dir / TMP
+    notes += [
+        f"{TMP}/{entry.name}: unfinished piece (a writer was killed or is running; the next deletes it)"
+        for entry in (sorted(unfinished.iterdir()) if unfinished.is_dir() else [])
+    ]
+    return notes
 
 
 def damaged_pieces(path: str | Path) -> dict[str, str]:

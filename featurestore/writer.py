@@ -4,6 +4,11 @@ Two separate public calls: `write_piece` (any process that can write the store f
 cluster worker) and `StoreWriter.commit` (the one writer holding the lock, e.g. the driver).
 Crash anywhere and the store still opens at its last manifest: a piece renamed into place but
 not yet named by a manifest is an orphan, deleted by the next writer (its images are recomputed).
+
+A rebuild of an existing store commits to a manifest of its own (`REBUILD_MANIFEST`) beside the
+live one, and switches the live manifest to it in one atomic rename when it completes; readers
+read the old content until then, and a rebuild killed or stopped before is resumed by the next
+rebuild with the same settings (a plain run abandons it).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from featurestore.fingerprint import Fingerprint
 from featurestore.format import (
     MANIFEST,
     PIECES,
+    REBUILD_MANIFEST,
     TMP,
     Manifest,
     PieceInfo,
@@ -88,7 +94,8 @@ class StoreWriter:
         self._own_lock = lock is None  # a caller may take the lock early, before costly work
         self._lock = lock or store_lock(self.path)
         self.manifest: Manifest | None = None
-        self._committed: Manifest | None = None  # the manifest on disk (when the writer started)
+        self._committed: Manifest | None = None  # the live manifest on disk
+        self._target = MANIFEST  # where commits go: REBUILD_MANIFEST while rebuilding a store
         self.retain_seconds = retain_seconds
         self._published = False  # whether this writer has committed
         self._failed: WriteError | None = None  # the write that failed; nothing more is tried
@@ -102,17 +109,22 @@ class StoreWriter:
             self._remove_leftovers()
             self._repair_index()
         except BaseException:
-            self.__exit__()
+            self._release()
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         try:
-            if (not exc or exc[0] is None) and self._failed is None:
+            if exc_type is None and self._failed is None:
+                if self._target == REBUILD_MANIFEST:
+                    self._switch()  # only a rebuild that ran to its end replaces the live content
                 self._finish_index()
         finally:
-            if self._own_lock:
-                self._lock.__exit__()
+            self._release()
+
+    def _release(self) -> None:
+        if self._own_lock:
+            self._lock.__exit__()
 
     def _repair_index(self) -> None:
         """A damaged or missing index is rebuilt from the pieces before anyone plans on it.
@@ -164,7 +176,9 @@ class StoreWriter:
         current = read_manifest(self.path)
         self._committed = current
         if self._rebuild:
-            return dataclasses.replace(fresh, generation=current.generation)
+            self._target = REBUILD_MANIFEST
+            restart = dataclasses.replace(fresh, generation=current.generation)
+            return self._resumable(fresh, current) or restart
         differences = current.fingerprint.differences(self._fingerprint)
         if current.split_fractions != self._split_fractions:
             differences.append(
@@ -182,12 +196,30 @@ class StoreWriter:
             source_root=self._source_root,
         )
 
+    def _resumable(self, fresh: Manifest, current: Manifest) -> Manifest | None:
+        """The commits of an unfinished rebuild to the same settings, to go on from."""
+        if not (self.path / REBUILD_MANIFEST).exists():
+            return None
+        try:
+            side = read_manifest(self.path, REBUILD_MANIFEST)
+        except StoreError:
+            return None  # damaged: start the rebuild again
+        if (
+            side.generation <= current.generation  # already switched in
+            or side.fingerprint.digest != fresh.fingerprint.digest
+            or side.split_fractions != fresh.split_fractions
+        ):
+            return None
+        return dataclasses.replace(side, class_names=fresh.class_names or side.class_names)
+
     def _remove_leftovers(self) -> None:
         """Delete unfinished pieces and pieces that no manifest names (a crash's leftovers).
 
-        A rebuild starts from an empty manifest, but the one on disk still names the old
-        pieces until the rebuild's first commit: they stay, for readers and for a kill.
+        A rebuild keeps the live manifest's pieces, for readers and for a kill; any other run
+        abandons an unfinished rebuild (its manifest and pieces).
         """
+        if self._target == MANIFEST:
+            (self.path / REBUILD_MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(self.path / TMP, ignore_errors=True)
         (self.path / TMP).mkdir()
         (self.path / PIECES).mkdir(exist_ok=True)
@@ -261,11 +293,44 @@ class StoreWriter:
         """Commit `manifest` (a new generation built from this writer's): pieces the manifest on
         disk named and this one does not are retired, kept for `retain_seconds` for the readers
         that opened before; the index is rewritten when due (or when `index` is set)."""
+        if self._target == REBUILD_MANIFEST:
+            return self._publish_rebuild(manifest)
         previous = self._committed
         manifest = dataclasses.replace(manifest, retired=self._retired(previous, manifest))
         if index or self._index_due(manifest):
             manifest = self._with_index(manifest)
         return self._publish(manifest, previous=previous)
+
+    def _publish_rebuild(self, manifest: Manifest) -> Manifest:
+        """A commit of a rebuild: to `REBUILD_MANIFEST`, beside the live content, which readers
+        keep reading. No index (the live one stays the live manifest's) and nothing retired:
+        `_switch` does both when the rebuild completes."""
+        self._refuse_after_failure()
+        manifest = dataclasses.replace(manifest, updated=_now().isoformat(timespec="seconds"))
+        try:
+            atomic_write_bytes(self.path / REBUILD_MANIFEST, manifest.to_json())
+        except OSError as exc:
+            self._failed = WriteError(
+                f"{self.path / REBUILD_MANIFEST}: cannot write the rebuild's manifest "
+                f"({exc.strerror or exc}); the last commit is intact"
+            )
+            raise self._failed from None
+        self.manifest = manifest
+        self._published = True
+        return manifest
+
+    def _switch(self) -> None:
+        """A completed rebuild: make its manifest the live one in one rename, with an index of
+        its pieces; the old content is retired like any replaced piece (readers opened before
+        keep reading it for `retain_seconds`)."""
+        assert self.manifest is not None and self._committed is not None
+        generation = max(self.manifest.generation, self._committed.generation + 1)
+        switched = dataclasses.replace(self.manifest, generation=generation, index=None, retired=())
+        self._target = MANIFEST
+        self.publish(switched, index=bool(switched.pieces))  # an empty store needs no index
+        # A kill before this unlink leaves a rebuild.json at or below the live generation: the
+        # next rebuild starts afresh, any other run deletes it.
+        (self.path / REBUILD_MANIFEST).unlink(missing_ok=True)
 
     def _publish(self, manifest: Manifest, *, previous: Manifest | None) -> Manifest:
         self._refuse_after_failure()

@@ -21,13 +21,13 @@ from classifiers.errors import PayloadError
 from classifiers.inputs import InputChunk, decoded_images, embedded, source_images
 from classifiers.model_file import (
     HEAD_ARCHIVE,
-    METADATA,
     KerasAllowList,
     ModelKind,
     SavedModel,
     load_keras,
     register_kind,
 )
+from featurestore.vgg16 import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
 KIND = "finetuned"
 MODEL_FILE = "model.keras"
@@ -101,11 +101,20 @@ class FinetunedKind(ModelKind):
     def load(self, folder: Path, metadata: dict[str, Any]) -> BaseEstimator:
         network = load_network(folder / MODEL_FILE)
         estimator = FinetunedClassifier()
-        try:
-            estimator.classes_ = np.asarray(metadata["classes"], dtype=np.int64)
-            estimator.input_size_ = int(network.input_shape[1])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PayloadError(f"bad classes in {METADATA} ({exc!r})") from exc
+        estimator.classes_ = np.asarray(metadata["classes"], dtype=np.int64)  # validated
+        shape = tuple(network.input_shape[1:])
+        size = shape[0]
+        # The input size drives how much memory decoding takes: VGG16's range, RGB, square.
+        square = isinstance(size, int) and shape == (size, size, 3)
+        if not (square and MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE):
+            raise PayloadError(
+                f"{MODEL_FILE} takes inputs of shape {shape}; expected (S, S, 3) with S from "
+                f"{MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}"
+            )
+        outputs = int(network.output_shape[-1])
+        if outputs != len(estimator.classes_) and (outputs, len(estimator.classes_)) != (1, 2):
+            raise PayloadError(f"{MODEL_FILE} has {outputs} outputs for {len(estimator.classes_)} classes")
+        estimator.input_size_ = size
         estimator.model_ = network
         return estimator
 

@@ -61,9 +61,9 @@ def test_relative_source_gives_absolute_paths(tiny_tree: Path, monkeypatch: pyte
 def test_nested_folders_take_their_class_folders_label(tmp_path: Path) -> None:
     touch(tmp_path / "a" / "x" / "y" / "deep.png")
     touch(tmp_path / "b" / "top.jpg")
-    touch(tmp_path / "c" / "nothing.txt")  # an empty class still is a class, as in Keras
+    touch(tmp_path / "c" / "nothing.txt")  # no image: no class (issue 14, item 9), unlike Keras
     source = discover(tmp_path)
-    assert source.class_names == ("a", "b", "c")
+    assert source.class_names == ("a", "b")
     assert [(i.relpath, i.label) for i in source.images] == [
         ("a/x/y/deep.png", "a"),
         ("b/top.jpg", "b"),
@@ -272,7 +272,10 @@ def test_manifest_unlabeled_rows_columns_and_bom(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("\ufeffpath, label ,extra\na.jpg,x,1\nb.jpg,,2\n", encoding="utf-8")
     source = discover(manifest)
-    assert [(i.relpath, i.label) for i in source.images] == [("a.jpg", "x"), ("b.jpg", None)]
+    # A labeled manifest's row with an empty label is a failure (issue 14, item 9), not a row
+    # without a label in a labeled store.
+    assert [(i.relpath, i.label) for i in source.images] == [("a.jpg", "x")]
+    assert source.skipped == (("b.jpg", "empty label (line 3)"),)
     assert source.class_names == ("x",)
     assert {i.label for i in discover(manifest, labels=None).images} == {None}
     write_csv(tmp_path / "paths.csv", [["c.jpg"]], header=("path",))
