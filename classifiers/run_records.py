@@ -20,7 +20,8 @@ def _scalars(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def train_fields(report: Any, gate: dict[str, Any] | None = None) -> dict[str, Any]:
     """Record fields of a `classifiers.training.TrainReport`, and the gate's decision if any."""
-    train_rows = int(report.counts.get("train", 0))
+    # the rows the model was fitted on come first: "train", or "train+validation" (--fit-on)
+    train_rows = int(next(iter(report.counts.values()), 0))
     extra: dict[str, Any] = {
         "classifier": report.classifier,
         "features": report.features,
