@@ -242,7 +242,7 @@ class Pipeline:
         self.extractor = extractor
         self.writer = writer
         self.current = current
-        self.recorded = _recorded_fingerprint(writer, current)
+        self.recorded = recorded_fingerprint(writer, current)
         self.live_ids = current.live_ids_by_path()  # columnar: no dict per stored row
         self.known_ids = set(self.live_ids.values())
         self.pending: list[Row] = []
@@ -388,7 +388,7 @@ class Pipeline:
         self.last_commit = time.monotonic()
 
 
-def _recorded_fingerprint(writer: StoreWriter, current: FeatureStore) -> Fingerprint | None:
+def recorded_fingerprint(writer: StoreWriter, current: FeatureStore) -> Fingerprint | None:
     """The committed fingerprint of the rows the store holds (None when it holds none), whose
     provenance (library versions, backend, device) is kept by commits that compute nothing."""
     if not len(current):

@@ -38,8 +38,8 @@ import numpy as np
 from featurestore.errors import FeaturestoreError
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
-from featurestore.fingerprint import Fingerprint
 from featurestore.format import PIECES, PieceInfo, read_manifest
+from featurestore.pipeline import recorded_fingerprint
 from featurestore.plan import Task
 from featurestore.progress import Progress
 from featurestore.ray_stages import (
@@ -437,18 +437,6 @@ class RayRun:
             f"extract: {len(self.seen_pieces)} piece(s) written by workers on {len(self.write_nodes)} "
             f"node(s), {self.driver_node_pieces} of them on the driver's node"
         )
-
-
-def recorded_fingerprint(writer: StoreWriter, current: FeatureStore) -> Fingerprint | None:
-    """The committed fingerprint of the rows the store holds (None when it holds none); commits
-    that compute nothing keep its provenance (as the local pipeline does)."""
-    if not len(current):
-        return None
-    recorded = read_manifest(writer.path).fingerprint
-    assert writer.manifest is not None
-    fingerprint = dataclasses.replace(writer.manifest.fingerprint, library_versions=recorded.library_versions)
-    writer.manifest = dataclasses.replace(writer.manifest, fingerprint=fingerprint)
-    return recorded
 
 
 @contextlib.contextmanager
