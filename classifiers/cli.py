@@ -21,9 +21,9 @@ from typing import Any
 
 import click
 
+from classifiers.bench.config import FLIP_CHOICES as BENCH_FLIPS
+from classifiers.bench.config import TTA_CHOICES as BENCH_TTA
 from classifiers.bench.config import BenchConfig
-from classifiers.bench.settings import FLIP_CHOICES as BENCH_FLIPS
-from classifiers.bench.settings import TTA_CHOICES as BENCH_TTA
 from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
 from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__

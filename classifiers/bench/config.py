@@ -27,6 +27,12 @@ from featurestore.extract_config import ENGINES
 FEATURES_KEY = "features"
 
 
+#: `--flips`: fit on the mirrored training views too (no, yes, or both as two rows);
+#: `--tta`: average each image's probabilities with its mirror's (none, flip, or both).
+FLIP_CHOICES = ("no", "yes", "both")
+TTA_CHOICES = ("none", "flip", "both")
+
+
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
     """Settings of one benchmark run; validated on creation.
@@ -55,8 +61,6 @@ class BenchConfig:
     tta: str = "none"  # test-time flips: none, flip or both
 
     def __post_init__(self) -> None:
-        from classifiers.bench.settings import FLIP_CHOICES, TTA_CHOICES
-
         object.__setattr__(self, "store", Path(self.store))
         object.__setattr__(self, "stores", tuple(Path(p) for p in self.stores))
         if self.flips not in FLIP_CHOICES:

@@ -21,11 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.bench.config import FLIP_CHOICES, TTA_CHOICES
 from classifiers.errors import BenchError
-
-#: `--flips` and `--tta` choices: one value, or both (each a setting of its own).
-FLIP_CHOICES = ("no", "yes", "both")
-TTA_CHOICES = ("none", "flip", "both")
 
 
 @dataclass(frozen=True)

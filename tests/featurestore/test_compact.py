@@ -167,6 +167,13 @@ def test_sigkill_at_random_points_of_a_compaction_leaves_a_valid_store(big: Path
     # The killed compaction keeps replaced pieces for an hour (the reader opened before it is
     # served whether or not it finished in time); the one after it frees them at once.
     retained, freed = ["--retain", "1h"], ["--retain", "0s"]
+    # Kill within the time a whole compaction takes on this machine (start-up included), so
+    # that the kills land in it however fast or loaded the machine is.
+    timed = tmp_path / "timed"
+    shutil.copytree(big, timed)
+    started = time.monotonic()
+    subprocess.run([*command, *retained, str(timed)], check=True, capture_output=True)
+    whole = time.monotonic() - started
     killed = 0
     for attempt in range(8):
         store = tmp_path / f"s{attempt}"
@@ -175,7 +182,7 @@ def test_sigkill_at_random_points_of_a_compaction_leaves_a_valid_store(big: Path
         process = subprocess.Popen(
             [*command, *retained, str(store)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        time.sleep(rng.uniform(0.2, 2.5))
+        time.sleep(rng.uniform(0.3, 0.95) * whole)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             killed += 1
