@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +43,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not any(allowed in reason for allowed in ALLOWED_SKIPS):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must run every test: {reason}"
+
+
+def extract_argv(source: Path, store: Path, *options: str, size: int = 32) -> list[str]:
+    """`featurestore extract` of a tiny tree with seeded random weights, as a subprocess's argv."""
+    return [
+        sys.executable,
+        "-m",
+        "classifiers.cli",
+        "extract",
+        str(source),
+        "--store",
+        str(store),
+        "--weights",
+        "random",
+        "--input-size",
+        str(size),
+        "--batch-size",
+        "4",
+        *options,
+    ]
+
+
+def wait_for_commit(store: Path, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Wait until the extracting `process` has committed a piece (it must still be running)."""
+    deadline = time.monotonic() + timeout
+    while not (store / "manifest.json").exists() or not any((store / "pieces").glob("*.h5")):
+        assert process.poll() is None, "extract ended before its first commit"
+        assert time.monotonic() < deadline, "no commit in time"
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager

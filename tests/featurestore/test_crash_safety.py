@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,43 +16,19 @@ from featurestore import exitcodes
 from featurestore.lock import store_lock
 from featurestore.store import open_store
 from featurestore.verify import verify_store
-from tests.conftest import write_image
+from tests.conftest import extract_argv, wait_for_commit, write_image
 
 SIZE = 32
 
 
 def extract_command(source: Path, store: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "classifiers.cli",
-        "extract",
-        str(source),
-        "--store",
-        str(store),
-        "--weights",
-        "random",
-        "--input-size",
-        str(SIZE),
-        "--batch-size",
-        "4",
-        "--commit-every",
-        "4",
-    ]
+    return extract_argv(source, store, "--commit-every", "4", size=SIZE)
 
 
 def run_until_done(source: Path, store: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(extract_command(source, store), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def wait_for_commit(store: Path, process: subprocess.Popen[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not (store / "manifest.json").exists() or not any((store / "pieces").glob("*.h5")):
-        assert process.poll() is None, "extract ended before its first commit"
-        assert time.monotonic() < deadline, "no commit in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

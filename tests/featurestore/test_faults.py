@@ -17,7 +17,7 @@ from featurestore.extractor import Extractor
 from featurestore.format import read_manifest
 from featurestore.store import StoreError, open_store
 from featurestore.verify import verify_store
-from tests.conftest import write_image
+from tests.conftest import extract_argv, write_image
 
 SIZE = 32
 CLI = [sys.executable, "-m", "classifiers.cli"]
@@ -34,21 +34,7 @@ def small_files_only(limit: int = 6000):
 
 
 def extract_args(source: Path, store: Path) -> list[str]:
-    return [
-        *CLI,
-        "extract",
-        str(source),
-        "--store",
-        str(store),
-        "--weights",
-        "random",
-        "--input-size",
-        str(SIZE),
-        "--batch-size",
-        "4",
-        "--commit-every",
-        "4",
-    ]
+    return extract_argv(source, store, "--commit-every", "4", size=SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from featurestore import exitcodes
 from featurestore.lock import store_lock
 from featurestore.runs import RUNS, list_runs
 from featurestore.store import open_store
-from tests.conftest import REPO_ROOT, write_image
+from tests.conftest import REPO_ROOT, extract_argv, write_image
 
 SCHEMAS = REPO_ROOT / "docs" / "schemas"
 SIZE = 32
@@ -39,22 +39,7 @@ def schema(name: str) -> dict:
 
 
 def command(source: Path, store: Path, *options: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "classifiers.cli",
-        "extract",
-        str(source),
-        "--store",
-        str(store),
-        "--weights",
-        "random",
-        "--input-size",
-        str(SIZE),
-        "--batch-size",
-        "4",
-        *options,
-    ]
+    return extract_argv(source, store, *options, size=SIZE)
 
 
 def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

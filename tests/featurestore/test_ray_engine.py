@@ -29,7 +29,7 @@ from featurestore.extract_config import ExtractConfig
 from featurestore.lock import store_lock
 from featurestore.store import open_store
 from featurestore.verify import verify_store
-from tests.conftest import write_image
+from tests.conftest import extract_argv, wait_for_commit, write_image
 
 if os.environ.get("CI"):  # CI installs the ray extra: a missing Ray fails there, never skips
     import ray
@@ -145,7 +145,7 @@ def test_sigterm_then_sigkill_of_the_driver_then_resume(cluster: str, tmp_path: 
 
     # SIGTERM after the first wave: what came back is committed, exit 128 + 15, one line
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    wait_for_commit(store, process)
+    wait_for_commit(store, process, timeout=300)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, stderr
@@ -168,34 +168,8 @@ def test_sigterm_then_sigkill_of_the_driver_then_resume(cluster: str, tmp_path: 
     assert verify_store(store) == ([], [])  # every id once, leftovers of the kills deleted
 
 
-def wait_for_commit(store: Path, process: subprocess.Popen[str], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not (store / "manifest.json").exists() or not any((store / "pieces").glob("*.h5")):
-        assert process.poll() is None, "extract ended before its first commit"
-        assert time.monotonic() < deadline, "no commit in time"
-        time.sleep(0.05)
-
-
 def extract_command(source: Path, store: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "classifiers.cli",
-        "extract",
-        str(source),
-        "--store",
-        str(store),
-        "--weights",
-        "random",
-        "--input-size",
-        str(SIZE),
-        "--batch-size",
-        "4",
-        "--commit-every",
-        "4",
-        "--engine",
-        "ray",
-    ]
+    return extract_argv(source, store, "--commit-every", "4", "--engine", "ray", size=SIZE)
 
 
 def model_actor_pids() -> list[int]:
