@@ -620,8 +620,8 @@ def train(
     "--tta",
     type=click.Choice(TTA_MODES),
     default=None,
-    help="Test-time flips: average over each image and its mirror image (default: as the model "
-    "was trained, see train --tta).",
+    help="Test-time augmentation: average over each image and its mirror image (flip) or its "
+    "augmented views (views) (default: as the model was trained, see train --tta).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object last.")
 def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None, as_json: bool) -> None:
