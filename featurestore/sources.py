@@ -127,6 +127,7 @@ def _discover_folder(root: Path, *, labeled: bool) -> Source:
     images.sort(key=itemgetter(1))
     # A class folder with no image (empty, unreadable, only other files) is no class: a model
     # would carry a class it never saw. Why its folder gave nothing is in `skipped`, if known.
+    # (An extraction keeps an unreadable folder's stored rows and class: featurestore.unreadable.)
     labels = {image.label for image in images}
     class_names = tuple(name for name in class_names if name in labels)
     return Source(root, class_names, tuple(images), tuple(sorted(skipped)))
