@@ -9,8 +9,6 @@ set, so that it is refused `chmod 000` folders like any other user (checked firs
 
 from __future__ import annotations
 
-import ctypes
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,24 +17,27 @@ from featurestore.store import open_store
 from featurestore.unreadable import is_below
 from tests.faults import command, extract_args, image_tree, run_cli
 
-PR_CAPBSET_DROP = 24  # <linux/prctl.h>
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2  # <linux/capability.h>
+# Run in a fresh interpreter (no threads, unlike pytest's process after TensorFlow started):
+# drop the two capabilities from the bounding set, then exec the command, whose capabilities
+# are computed from that set. <linux/prctl.h>: PR_CAPBSET_DROP = 24; <linux/capability.h>:
+# CAP_DAC_OVERRIDE = 1, CAP_DAC_READ_SEARCH = 2.
+WITHOUT_OVERRIDES = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for capability in (1, 2):
+    if os.geteuid() == 0 and libc.prctl(24, capability, 0, 0, 0) != 0:
+        sys.exit(f"prctl(PR_CAPBSET_DROP, {capability}): {os.strerror(ctypes.get_errno())}")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
-def _as_a_plain_user() -> None:
-    """In the child before exec: a root process loses what lets it read any file."""
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {capability})")
+def as_a_plain_user(argv: list[str]) -> list[str]:
+    """`argv` run without what lets root read any file (as it is for any other user)."""
+    return [sys.executable, "-c", WITHOUT_OVERRIDES, *argv]
 
 
 def run_unprivileged(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(*args), capture_output=True, text=True, timeout=300, preexec_fn=_as_a_plain_user
-    )
+    return subprocess.run(as_a_plain_user(command(*args)), capture_output=True, text=True, timeout=300)
 
 
 def rows_of(store: Path) -> dict[str, tuple[str, str]]:
@@ -55,13 +56,9 @@ def test_an_unreadable_class_folder_keeps_its_rows_and_class_and_is_one_line(tmp
     for folder in (source / "dogs", source / "birds"):
         folder.chmod(0)
     try:
-        probe = subprocess.run(
-            [sys.executable, "-c", f"import os; os.listdir({str(source / 'dogs')!r})"],
-            capture_output=True,
-            text=True,
-            preexec_fn=_as_a_plain_user,
-        )
-        assert "PermissionError" in probe.stderr, "the child can still read a chmod 000 folder"
+        listing = [sys.executable, "-c", f"import os; os.listdir({str(source / 'dogs')!r})"]
+        probe = subprocess.run(as_a_plain_user(listing), capture_output=True, text=True)
+        assert "PermissionError" in probe.stderr, f"a chmod 000 folder is readable: {probe.stderr}"
 
         result = run_unprivileged(*extract_args(source, store, "--strict"))
         assert result.returncode == 3, result.stderr  # FAILED_IMAGES: recorded, not ignored
