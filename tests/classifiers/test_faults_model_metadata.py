@@ -74,6 +74,15 @@ def dense_activation(value: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def dense_units(value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(config: dict[str, Any]) -> None:
+        next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")["config"][
+            "units"
+        ] = value
+
+    return change
+
+
 CASES = {
     "input-size": ("dense", in_metadata("store", "fingerprint", "input_size", value=100_000), "input_size"),
     "classes-text": ("logreg", in_metadata("classes", value="abc"), "classes must be"),
@@ -94,6 +103,9 @@ CASES = {
     "head-history": ("dense", in_metadata("head", "state", "history_", value="x"), "history_"),
     "head-dropout": ("dense", in_metadata("head", "params", "dropout", value=7), "dropout"),
     "head-classes": ("dense", in_metadata("head", "state", "classes_", value=[0, 1, 2]), "classes_"),
+    # Keras would allocate the layer's kernel before reading the weights: refused before.
+    "dense-units": ("dense", in_keras_config(dense_units(9)), "does not store: Dense(units=9)"),
+    "dense-units-text": ("dense", in_keras_config(dense_units("9")), "does not store: Dense(units='9')"),
     "lambda-as-activation": ("dense", in_keras_config(dense_activation("lambda x: x")), "cannot be loaded"),
     "function-as-activation": (
         "dense",

@@ -7,6 +7,7 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,14 +17,15 @@ from tests.faults import run_cli
 pytestmark = pytest.mark.xdist_group("finetune")
 
 
-def with_input_shape(model: Path, shape: list[int | None]) -> None:
-    """Set the network's input shape in model.keras and make metadata.json's sha256 agree."""
+def with_layer_config(model: Path, class_name: str, key: str, value: Any) -> None:
+    """Set `key` of the (first) `class_name` layer in model.keras' config, and make
+    metadata.json's sha256 agree, as an attacker would."""
     archive = model / "model.keras"
     with zipfile.ZipFile(archive) as z:
         members = {name: z.read(name) for name in z.namelist()}
     config = json.loads(members["config.json"])
-    [layer] = [layer for layer in config["config"]["layers"] if layer["class_name"] == "InputLayer"]
-    layer["config"]["batch_shape"] = shape
+    layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == class_name)
+    layer["config"][key] = value
     members["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(archive, "w") as z:
         for name, data in members.items():
@@ -31,6 +33,10 @@ def with_input_shape(model: Path, shape: list[int | None]) -> None:
     metadata = json.loads((model / "metadata.json").read_text())
     metadata["payload"]["model.keras"] = file_sha256(archive)
     (model / "metadata.json").write_text(json.dumps(metadata))
+
+
+def with_input_shape(model: Path, shape: list[Any]) -> None:
+    with_layer_config(model, "InputLayer", "batch_shape", shape)
 
 
 def with_recorded_input_size(model: Path, size: int) -> None:
@@ -55,6 +61,16 @@ CASES = {
     "other-than-recorded": (
         lambda m: with_input_shape(m, [None, 64, 64, 3]),
         "model.keras takes 64 px inputs; metadata.json's store.fingerprint.input_size is 32",
+    ),
+    # Keras would allocate (and fill) 512 x 10^9 floats for this layer before reading the
+    # weights; a size that fits is used here, refused the same way, by the same check.
+    "dense-units": (
+        lambda m: with_layer_config(m, "Dense", "units", 9),
+        "config.json asks for layers model.weights.h5 does not store: Dense(units=9)",
+    ),
+    "conv-filters": (
+        lambda m: with_layer_config(m, "Conv2D", "filters", 65),
+        "config.json asks for layers model.weights.h5 does not store: Conv2D(kernel_size=(3, 3), filters=65)",
     ),
     "recorded-huge": (lambda m: with_recorded_input_size(m, 100_000), "input_size"),
     "recorded-other": (
