@@ -23,6 +23,7 @@ WEIGHTS_MEMBER = "model.weights.h5"
 # A layer's first variable (a Dense or Conv2D kernel), at any depth of nested models; the
 # optimizer's slots, which have the same shapes, are stored under optimizer/ and left out.
 KERNEL = re.compile(r"^(?:layers/[^/]+/)+vars/0$")
+MAX_INFLATION = 4  # float weights deflate to about 90% of their size; a zip bomb to 0.1%
 
 
 def _hashable(value: Any) -> Any:
@@ -64,6 +65,14 @@ def stored_kernels(archive: zipfile.ZipFile) -> Counter[tuple[Any, ...]]:
             elif len(shape) == 4:
                 found[("Conv2D", shape[0], shape[1], shape[3])] += 1
 
+    info = archive.getinfo(WEIGHTS_MEMBER)
+    # Read into memory (seeking in a zip member rereads it from its start each time): Keras
+    # writes it stored, so its size is its bytes on disk; a member that would inflate far
+    # beyond them is refused before it is inflated.
+    if info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+        raise PayloadError(
+            f"{WEIGHTS_MEMBER} would inflate from {info.compress_size} to {info.file_size} bytes"
+        )
     with h5py.File(io.BytesIO(archive.read(WEIGHTS_MEMBER)), "r") as weights:
         weights.visititems(visit)
     return found
