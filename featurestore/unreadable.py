@@ -33,15 +33,9 @@ def kept_class_names(source: Source, committed: Sequence[str]) -> tuple[str, ...
 def refuse_a_lossy_rebuild(source: Source, live_paths: Iterable[str]) -> None:
     """Raise `SourceError` when a rebuild would drop stored rows of a folder it cannot read."""
     reasons = dict(source.skipped)
-    folders = source.unreadable_folders()
-    if not folders:
-        return
-    counts = dict.fromkeys(folders, 0)
-    for relpath in live_paths:
-        for folder in folders:
-            if not folder or relpath.startswith(folder + "/"):
-                counts[folder] += 1
-    for folder, count in counts.items():
+    paths = list(live_paths)
+    for folder in source.unreadable_folders():
+        count = sum(1 for relpath in paths if is_below(relpath, [folder]))
         if count:
             raise SourceError(
                 f"{source.root / folder}: {reasons[folder]}; a rebuild would drop its {count} stored "
