@@ -13,6 +13,7 @@ import numpy as np
 
 from featurestore.sources import Source, SourceImage
 from featurestore.store import FeatureStore
+from featurestore.unreadable import is_below
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Plan:
     tasks: list[Task]
     unchanged: list[str]  # relpaths
     deleted: list[str]  # relpaths of live rows whose file left the source
+    # relpaths of live rows below a folder that could not be read: kept (featurestore.unreadable)
+    kept: list[str] = dataclasses.field(default_factory=list)
 
     def count(self, kind: str) -> int:
         return sum(1 for task in self.tasks if task.kind == kind)
@@ -71,4 +74,8 @@ def plan_extraction(source: Source, store: FeatureStore, *, rehash: bool) -> Pla
             tasks.append(Task(image, "changed"))
     in_source = {image.relpath for image in images}
     deleted = [relpath for relpath in live_paths if relpath not in in_source]
-    return Plan(tasks, unchanged, deleted)
+    unread = source.unreadable_folders()
+    kept = [relpath for relpath in deleted if is_below(relpath, unread)] if unread else []
+    if kept:
+        deleted = [relpath for relpath in deleted if not is_below(relpath, unread)]
+    return Plan(tasks, unchanged, deleted, kept)

@@ -16,13 +16,14 @@ from typing import NamedTuple
 
 from featurestore.errors import FeaturestoreError
 
-__all__ = ["IMAGE_EXTENSIONS", "Source", "SourceError", "SourceImage", "discover"]
+__all__ = ["IMAGE_EXTENSIONS", "UNREADABLE_FOLDER", "Source", "SourceError", "SourceImage", "discover"]
 
 # Lower-case; a file's extension is compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
 NOT_UTF8 = "file name is not valid UTF-8"
 EMPTY_LABEL = ""  # a labeled manifest's row whose label is empty: reported, never stored
+UNREADABLE_FOLDER = "cannot read folder"  # how a skipped folder's reason starts
 
 
 class SourceError(FeaturestoreError):
@@ -55,6 +56,11 @@ class Source:
     class_names: tuple[str, ...]
     images: tuple[SourceImage, ...]
     skipped: tuple[tuple[str, str], ...]
+
+    def unreadable_folders(self) -> tuple[str, ...]:
+        """Relpaths of the folders below the root that could not be listed: what they hold is
+        unknown, not gone (see `featurestore.unreadable`)."""
+        return tuple(rel for rel, reason in self.skipped if reason.startswith(UNREADABLE_FOLDER))
 
 
 def discover(source: str | Path, *, labels: str | None = "inferred") -> Source:
@@ -121,6 +127,7 @@ def _discover_folder(root: Path, *, labeled: bool) -> Source:
     images.sort(key=itemgetter(1))
     # A class folder with no image (empty, unreadable, only other files) is no class: a model
     # would carry a class it never saw. Why its folder gave nothing is in `skipped`, if known.
+    # (An extraction keeps an unreadable folder's stored rows and class: featurestore.unreadable.)
     labels = {image.label for image in images}
     class_names = tuple(name for name in class_names if name in labels)
     return Source(root, class_names, tuple(images), tuple(sorted(skipped)))
@@ -142,7 +149,7 @@ def _walk(
         try:
             entries = list(_visible(folder))
         except OSError as error:
-            skipped.append((_printable(rel), f"cannot read folder ({error.strerror or error})"))
+            skipped.append((_printable(rel), f"{UNREADABLE_FOLDER} ({error.strerror or error})"))
             continue
         for entry in entries:
             entry_rel = prefix + entry.name
