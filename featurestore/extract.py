@@ -74,7 +74,7 @@ def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> Ex
     started = time.perf_counter()
     times = StageTimes()
     with times.timed("discover"):
-        source = discover(config.source, labels=config.labels)
+        source = discover(config.source, labels=config.labels, stat=True)
     Path(config.store).mkdir(parents=True, exist_ok=True)
     with store_lock(Path(config.store)) as lock:  # refuse a second writer before any costly work
         return _extract_locked(config, source, extractor, lock, started, times)
