@@ -20,6 +20,10 @@ from featurestore.format import MAIN_MAPS, map_datasets
 from featurestore.fsutil import atomic_write_bytes
 from featurestore.images import INTERPOLATION, ImageError, load_image
 
+#: Zero images after every padded batch, so that no real image is computed by the kernels' tail
+#: code (see `Extractor`); measured: one is enough at 32, 48, 150 and 224 px on AVX2 oneDNN.
+GUARD_IMAGES = 1
+
 
 class ExtractorError(FeaturestoreError):
     """The extractor cannot be built as asked (weights that do not match, say)."""
@@ -28,9 +32,13 @@ class ExtractorError(FeaturestoreError):
 class Extractor:
     """A frozen VGG16 conv base with its preprocessing, run in fixed-size batches.
 
-    Every batch is padded to `batch_size` so that a given image always goes through the same
-    kernel shapes: its features are then bit-identical whatever else shares its batch, which is
-    what lets an interrupted extraction resume into exactly the uninterrupted result.
+    An image's features are bit-identical whatever shares its batch, wherever it sits in it and
+    whatever the batch size: that is what lets an interrupted extraction resume into exactly the
+    uninterrupted result, and the Ray engine reproduce the local one. Two things make it so:
+    every batch is padded to `batch_size`, and one more zero image (`GUARD_IMAGES`) follows it.
+    The convolution kernels compute the last rows of a batch (the tail of their row blocking)
+    with another instruction sequence, a few ulps away; the guard takes that tail, so no real
+    image is ever in it. It costs 1/(batch_size + 1) of the model's time.
     """
 
     def __init__(
@@ -180,12 +188,12 @@ class Extractor:
         results: list[list[np.ndarray]] = []
         for start in range(0, n, self.batch_size):
             chunk = batch[start : start + self.batch_size]
-            pad = self.batch_size - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            real = len(chunk)
+            pad = self.batch_size - real + GUARD_IMAGES
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
             out = self.model.predict_on_batch(chunk)
             out = out if isinstance(out, list | tuple) else [out]
-            results.append([np.asarray(o, np.float32)[: self.batch_size - pad] for o in out])
+            results.append([np.asarray(o, np.float32)[:real] for o in out])
         return [np.concatenate(parts) for parts in zip(*results, strict=True)]
 
     def embed_files(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[str | None]]:

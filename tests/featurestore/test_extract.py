@@ -178,3 +178,24 @@ def test_mixed_precision_is_recorded_and_close_to_float32(
     full, half = extractor.embed(images)["features"], mixed.embed(images)["features"]
     assert half.dtype == np.float32 and not np.array_equal(full, half)
     assert np.abs(full - half).mean() < 0.05 * np.abs(full).mean()
+
+
+def test_an_images_maps_do_not_depend_on_its_batch(extractor: Extractor) -> None:
+    """Same maps at every position, for every batch size, with any neighbours: without the guard
+    image, the last image of a batch came out a few ulps away (found by scripts/soak.py)."""
+    rng = np.random.default_rng(7)
+    target, others = rng.uniform(0, 255, size=(2, 8, SIZE, SIZE, 3)).astype(np.float32)
+    alone = Extractor(weights="random", input_size=SIZE, batch_size=1).embed(target[:1])["features"][0]
+    for batch_size in (2, 3, 4):
+        model = (
+            extractor
+            if batch_size == 4
+            else Extractor(weights="random", input_size=SIZE, batch_size=batch_size)
+        )
+        for position in range(batch_size):
+            images = others[: batch_size + 1].copy()  # one more: the next batch is a partial one
+            images[position] = target[0]
+            maps = model.embed(images)["features"][position]
+            np.testing.assert_array_equal(
+                maps, alone, err_msg=f"batch size {batch_size}, position {position}"
+            )
