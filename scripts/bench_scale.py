@@ -299,9 +299,10 @@ from featurestore.store import open_store
 t0 = time.perf_counter()
 store = open_store(sys.argv[2])
 result["open_s"] = time.perf_counter() - t0
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 data = store.load("train")
 result["load_s"] = time.perf_counter() - t1
+result["load_cpu_s"] = time.process_time() - c1
 result["bytes"] = data.features.nbytes
 result["rows"] = len(store)
 """
@@ -324,7 +325,23 @@ def churn_state(store: Path) -> dict:
     }
     state.update(step(CHURN_OPEN, str(store)))
     state["seq"] = step(SEQUENTIAL_READ, str(store / "pieces"))
+    # Cold: the pieces' pages dropped from the page cache first (theirs only: posix_fadvise).
+    step(DROP_CACHED, str(store / "pieces"))
+    state["cold"] = step(CHURN_OPEN, str(store))
+    step(DROP_CACHED, str(store / "pieces"))
+    state["cold_seq"] = step(SEQUENTIAL_READ, str(store / "pieces"))
     return state
+
+
+DROP_CACHED = """
+import os
+for name in os.listdir(sys.argv[2]):
+    fd = os.open(os.path.join(sys.argv[2], name), os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+"""
 
 
 def churn(work: Path, n: int, nights: int, fp, map_shape=MAP_SHAPE) -> None:
@@ -393,21 +410,27 @@ def churn(work: Path, n: int, nights: int, fp, map_shape=MAP_SHAPE) -> None:
     print(f"\ncompact: {compacted['seconds']:.2f} s, {compacted['rss_mib']:.0f} MiB, rc {compacted['rc']}")
     print(
         f"| after {nights} nights | pieces | rows in pieces | deleted | manifest KB | store MiB | open s "
-        "| load('train') MB/s | sequential MB/s | ratio |"
+        "| load('train') MB/s | sequential MB/s | ratio | MB per CPU-s: load / sequential | ratio "
+        "| cold: load MB/s | cold: sequential MB/s | cold ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 14 + "|")
     for label, s in (("before compact", before), ("after compact", after)):
-        split_mbs = s["bytes"] / s["load_s"] / 1e6
-        seq_mbs = s["seq"]["bytes"] / s["seq"]["seconds"] / 1e6
+        split_mbs, seq_mbs = mbs(s, "load_s"), mbs(s["seq"], "seconds")
+        split_cpu, seq_cpu = mbs(s, "load_cpu_s"), mbs(s["seq"], "cpu_s")
+        cold_mbs, cold_seq = mbs(s["cold"], "load_s"), mbs(s["cold_seq"], "seconds")
         print(
             f"| {label} | {s['pieces']} | {s['rows_in_pieces']:,} | {s['deleted']:,} | "
             f"{s['manifest_bytes'] / 1e3:.0f} | {s['store_mib']:.0f} | {s['open_s']:.2f} | "
-            f"{split_mbs:.0f} | {seq_mbs:.0f} | {split_mbs / seq_mbs:.2f} |"
+            f"{split_mbs:.0f} | {seq_mbs:.0f} | {split_mbs / seq_mbs:.2f} | "
+            f"{split_cpu:.0f} / {seq_cpu:.0f} | {split_cpu / seq_cpu:.2f} | "
+            f"{cold_mbs:.0f} | {cold_seq:.0f} | {cold_mbs / cold_seq:.2f} |"
         )
     ratio = mbs(after, "load_s") / mbs(after["seq"], "seconds")
+    cold = mbs(after["cold"], "load_s") / mbs(after["cold_seq"], "seconds")
     print(
-        f"goals: split read >= 0.80 of sequential after compact ({ratio:.2f}); manifest < 1 MB "
-        f"before ({before['manifest_bytes'] / 1e6:.2f} MB) and after ({after['manifest_bytes'] / 1e6:.2f} MB)"
+        f"goals: split read >= 0.80 of sequential after compact ({ratio:.2f} warm, {cold:.2f} cold); "
+        f"manifest < 1 MB before ({before['manifest_bytes'] / 1e6:.2f} MB) and after "
+        f"({after['manifest_bytes'] / 1e6:.2f} MB)"
     )
 
 
