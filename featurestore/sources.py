@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -145,7 +145,9 @@ def _discover_folder(root: Path, *, labeled: bool, stat: bool) -> Source:
                 skipped.append((_printable(entry.name), reason))
     # Sorted by relpath through one permutation applied to every column (C-level passes).
     order = sorted(range(len(found.relpaths)), key=found.relpaths.__getitem__)
-    relpaths, locations, labels, sizes, mtime_ns = (_permuted(c, order) for c in found.columns())
+    # (itemgetter of one index gives the item, of none raises: fewer than two need no order)
+    pick: Callable[[list[Any]], tuple[Any, ...]] = itemgetter(*order) if len(order) > 1 else tuple
+    relpaths, locations, labels, sizes, mtime_ns = map(pick, found.columns())
     # tuple.__new__ straight from C: a million SourceImage in a fraction of a second.
     images = tuple(map(tuple.__new__, repeat(SourceImage), zip(locations, relpaths, labels, strict=True)))
     # A class folder with no image (empty, unreadable, only other files) is no class: a model
@@ -168,13 +170,6 @@ class _Found:
 
     def columns(self) -> tuple[list[Any], ...]:
         return self.relpaths, self.locations, self.labels, self.sizes, self.mtime_ns
-
-
-def _permuted(column: list[Any], order: list[int]) -> tuple[Any, ...]:
-    """``column`` in ``order`` (one C-level pass)."""
-    if len(order) < 2:  # itemgetter of one index gives the item, of none raises
-        return tuple(column)
-    return itemgetter(*order)(column)
 
 
 def _walk(
@@ -233,7 +228,11 @@ def _walk(
                 dot = name.rfind(".")  # os.path.splitext's answer for a name that is not hidden
                 if dot <= 0 or name[dot:].lower() not in extensions:
                     continue
-                if not _is_file(entry):
+                try:
+                    regular = entry.is_file()
+                except OSError:
+                    regular = False
+                if not regular:
                     if entry.is_symlink() and not os.path.exists(base + name):
                         skipped.append((_printable(entry_rel), "broken symbolic link"))
                     else:

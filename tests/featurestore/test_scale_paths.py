@@ -123,3 +123,12 @@ def test_a_weights_file_is_hashed_again_once_it_changes(tmp_path: Path) -> None:
     assert weights_file_sha256(path) == hashlib.sha256(b"first").hexdigest()
     path.write_bytes(b"second, longer")
     assert weights_file_sha256(path) == hashlib.sha256(b"second, longer").hexdigest()
+
+
+def test_no_gpu_device_node_means_no_backend_probe(tmp_path: Path) -> None:
+    from featurestore.hardware import gpu_possible
+
+    nodes = (str(tmp_path / "nvidia[0-9]*"), str(tmp_path / "kfd"))
+    assert gpu_possible(nodes) is False
+    (tmp_path / "nvidia0").touch()
+    assert gpu_possible(nodes) is True
