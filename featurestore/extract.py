@@ -20,7 +20,7 @@ from featurestore.compute import run_precision
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
-from featurestore.hardware import device_kind
+from featurestore.hardware import device_kind, gpu_possible
 from featurestore.lock import FolderLock, store_lock
 from featurestore.pipeline import Pipeline, PipelineSettings
 from featurestore.plan import plan_extraction
@@ -75,7 +75,7 @@ def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> Ex
     started = time.perf_counter()
     times = StageTimes()
     with times.timed("discover"):
-        source = discover(config.source, labels=config.labels)
+        source = discover(config.source, labels=config.labels, stat=True)
     Path(config.store).mkdir(parents=True, exist_ok=True)
     with store_lock(Path(config.store)) as lock:  # refuse a second writer before any costly work
         return _extract_locked(config, source, extractor, lock, started, times)
@@ -197,7 +197,9 @@ def _repair(writer: StoreWriter) -> None:
 def _settings(config: ExtractConfig, has_tasks: bool) -> PipelineSettings:
     decode_in = config.decode_in
     if decode_in == "auto":  # the device probe imports the backend: only when there is work
-        decode_in = "processes" if has_tasks and device_kind() == "gpu" else "threads"
+        # and a GPU could be there (a run whose changed images are all known never needs Keras)
+        on_gpu = has_tasks and gpu_possible() and device_kind() == "gpu"
+        decode_in = "processes" if on_gpu else "threads"
     return PipelineSettings(
         decode_in=decode_in,
         input_size=config.input_size,

@@ -17,7 +17,7 @@ import numpy as np
 from featurestore.errors import FeaturestoreError
 from featurestore.fingerprint import DEFAULT_DECODER, Fingerprint, library_versions
 from featurestore.format import MAIN_MAPS, map_datasets
-from featurestore.fsutil import atomic_write_bytes, file_sha256
+from featurestore.fsutil import atomic_write_bytes
 from featurestore.images import INTERPOLATION, ImageError, load_image
 
 #: Zero images after every padded batch, so that no real image is computed by the kernels' tail
@@ -122,13 +122,13 @@ class Extractor:
 
     def _weights_sha256(self) -> str:
         """sha256 of the weight values, memoised per weights file so that it needs no Keras."""
-        from featurestore.weights import resolve_weights, weights_sha256
+        from featurestore.weights import resolve_weights, weights_file_sha256, weights_sha256
 
         path = resolve_weights(self.weights)
         if path is None:  # random weights: hash what the seed produced
             return weights_sha256(self._full_base())
         memo = path.with_name(path.name + ".values-sha256.json")
-        file_digest = file_sha256(path)
+        file_digest = weights_file_sha256(path)
         try:
             known = json.loads(memo.read_text())
             if known.get("file_sha256") == file_digest:
