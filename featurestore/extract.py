@@ -20,7 +20,7 @@ from featurestore.compute import run_precision
 from featurestore.errors import JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.extractor import Extractor
-from featurestore.hardware import device_kind
+from featurestore.hardware import device_kind, gpu_possible
 from featurestore.lock import FolderLock, store_lock
 from featurestore.pipeline import Pipeline, PipelineSettings
 from featurestore.plan import plan_extraction
@@ -28,7 +28,8 @@ from featurestore.progress import Progress
 from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, discover
 from featurestore.stages import StageTimes
-from featurestore.store import FeatureStore
+from featurestore.store import FeatureStore, is_store, open_store
+from featurestore.unreadable import kept_class_names, refuse_a_lossy_rebuild, report_unreadable
 from featurestore.verify import damaged_pieces
 from featurestore.writer import StoreWriter
 
@@ -74,7 +75,7 @@ def run_extract(config: ExtractConfig, extractor: Extractor | None = None) -> Ex
     started = time.perf_counter()
     times = StageTimes()
     with times.timed("discover"):
-        source = discover(config.source, labels=config.labels)
+        source = discover(config.source, labels=config.labels, stat=True)
     Path(config.store).mkdir(parents=True, exist_ok=True)
     with store_lock(Path(config.store)) as lock:  # refuse a second writer before any costly work
         return _extract_locked(config, source, extractor, lock, started, times)
@@ -88,6 +89,12 @@ def _extract_locked(
     started: float,
     times: StageTimes,
 ) -> ExtractSummary:
+    class_names = source.class_names
+    if source.unreadable_folders() and is_store(config.store):
+        live = open_store(config.store)
+        if config.rebuild:
+            refuse_a_lossy_rebuild(source, live.rows.paths[live.live].tolist())
+        class_names = kept_class_names(source, live.class_names)
     extractor = extractor or Extractor(
         weights=config.weights,
         input_size=config.input_size,
@@ -104,7 +111,7 @@ def _extract_locked(
         fingerprint=extractor.fingerprint,
         split_fractions=config.split_fractions,
         source_root=str(source.root),
-        class_names=source.class_names,
+        class_names=class_names,
         rebuild=config.rebuild,
         lock=lock,
     ) as writer:
@@ -114,6 +121,7 @@ def _extract_locked(
         current = FeatureStore(writer.path, writer.manifest)
         with times.timed("plan"):
             plan = plan_extraction(source, current, rehash=config.rehash)
+        report_unreadable(source, plan.kept)
         skipped = {relpath: {"reason": reason} for relpath, reason in source.skipped}
         progress = Progress(
             len(plan.tasks), label="extract", interval=config.progress_interval, enabled=config.progress
@@ -189,7 +197,9 @@ def _repair(writer: StoreWriter) -> None:
 def _settings(config: ExtractConfig, has_tasks: bool) -> PipelineSettings:
     decode_in = config.decode_in
     if decode_in == "auto":  # the device probe imports the backend: only when there is work
-        decode_in = "processes" if has_tasks and device_kind() == "gpu" else "threads"
+        # and a GPU could be there (a run whose changed images are all known never needs Keras)
+        on_gpu = has_tasks and gpu_possible() and device_kind() == "gpu"
+        decode_in = "processes" if on_gpu else "threads"
     return PipelineSettings(
         decode_in=decode_in,
         input_size=config.input_size,

@@ -11,7 +11,9 @@ Importing this module imports nothing heavy; `device_kind` imports the Keras bac
 from __future__ import annotations
 
 import functools
+import glob
 import os
+import sys
 from pathlib import Path
 
 __all__ = [
@@ -61,6 +63,18 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+#: Device nodes of the GPUs a Keras backend can use here: NVIDIA (CUDA), AMD (ROCm), WSL.
+GPU_DEVICE_NODES = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")
+
+
+def gpu_possible(nodes: tuple[str, ...] = GPU_DEVICE_NODES) -> bool:
+    """False when no GPU device node exists (Linux): `device_kind` would then say "cpu", and
+    asking it costs the backend's import (seconds and hundreds of MB). True where unsure."""
+    if not sys.platform.startswith("linux"):
+        return True  # macOS' Metal and others show no device node
+    return any(glob.glob(pattern) for pattern in nodes)
 
 
 @functools.cache

@@ -243,8 +243,10 @@ class Pipeline:
         self.writer = writer
         self.current = current
         self.recorded = recorded_fingerprint(writer, current)
-        self.live_ids = current.live_ids_by_path()  # columnar: no dict per stored row
-        self.known_ids = set(self.live_ids.values())
+        # {relpath: id} and the ids of the live rows: built by `process` when there are tasks
+        # (a no-change run over a million rows makes none of these strings)
+        self.live_ids: dict[str, str] = {}
+        self.known_ids: set[str] = set()
         self.pending: list[Row] = []
         self.in_flight: dict[str, dict[str, np.ndarray]] = {}  # id -> maps, handed to the writer
         self.failures: dict[str, dict[str, Any]] = {}
@@ -256,6 +258,9 @@ class Pipeline:
         self._committer: _Committer | None = None
 
     def process(self, tasks: list[Task], stop: StopOnSignal) -> None:
+        if tasks:  # before the writer thread starts: it adds to known_ids
+            self.live_ids = self.current.live_ids_by_path()
+            self.known_ids = set(self.live_ids.values())
         bar = self.progress or Progress(len(tasks), label="extract", enabled=self.settings.progress)
         batch: list[_Decoded] = []
         self._committer = _Committer(self.writer, self._committed, self.times)

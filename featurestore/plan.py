@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from itertools import compress, repeat
+from operator import itemgetter
 
 import numpy as np
 
 from featurestore.sources import Source, SourceImage
 from featurestore.store import FeatureStore
+from featurestore.unreadable import is_below
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,8 @@ class Plan:
     tasks: list[Task]
     unchanged: list[str]  # relpaths
     deleted: list[str]  # relpaths of live rows whose file left the source
+    # relpaths of live rows below a folder that could not be read: kept (featurestore.unreadable)
+    kept: list[str] = dataclasses.field(default_factory=list)
 
     def count(self, kind: str) -> int:
         return sum(1 for task in self.tasks if task.kind == kind)
@@ -34,41 +39,55 @@ class Plan:
 def plan_extraction(source: Source, store: FeatureStore, *, rehash: bool) -> Plan:
     """Split the source into tasks (new, changed), unchanged relpaths, and deleted relpaths.
 
-    One `os.stat` per image that has a live row and columnar compares against the store's
-    index: the cost is the file system's, not one Python object per stored row.
+    Columnar compares of the source's stats (taken while listing, `discover(stat=True)`, else
+    one `os.stat` per image that has a live row) against the store's index: the cost is the
+    file system's, plus a few C-level passes over the paths, never Python work per stored row.
     """
     rows = store.rows
-    live_at = np.flatnonzero(store.live)
-    live_paths = rows.paths[live_at].tolist()
-    position = dict(zip(live_paths, live_at.tolist(), strict=True))
-    label_code = {name: i for i, name in enumerate(rows.label_names)}
     images = source.images
-    tasks, unchanged = [], []
+    relpaths = list(map(itemgetter(1), images))
+    live_at = np.flatnonzero(store.live)
+    position = dict(zip(rows.paths[live_at].tolist(), live_at.tolist(), strict=True))
+    at = np.fromiter(map(position.get, relpaths, repeat(-1)), np.int64, len(relpaths))
+    stored = at >= 0
+    sizes, mtime_ns = _stats(source, stored)
+    label_code: dict[str | None, int] = {name: i for i, name in enumerate(rows.label_names)}
+    label_code[None] = label_code.get("", -2)  # an unlabeled image; -2 matches no stored code
+    labels = np.fromiter(map(label_code.get, map(itemgetter(2), images), repeat(-2)), np.int64, len(images))
+    matched = at[stored]
+    same = np.zeros(len(images), bool)
+    if not rehash:
+        same[stored] = (
+            (sizes[stored] == rows.sizes[matched])
+            & (mtime_ns[stored] == rows.mtime_ns[matched])
+            & (labels[stored] == rows.labels[matched])
+        )
     failures = store.failures
-    stored_sizes, stored_mtimes, stored_labels = (
-        rows.sizes.tolist(),
-        rows.mtime_ns.tolist(),
-        rows.labels.tolist(),
-    )
-    for image in images:
-        at = position.get(image.relpath)
-        if at is None:
-            tasks.append(Task(image, "retried" if image.relpath in failures else "new"))
-            continue
+    tasks = [
+        Task(images[i], "changed" if stored[i] else "retried" if relpaths[i] in failures else "new")
+        for i in np.flatnonzero(~same).tolist()
+    ]
+    in_source = np.zeros(len(rows), bool)
+    in_source[matched] = True
+    deleted = rows.paths[live_at[~in_source[live_at]]].tolist()
+    unread = source.unreadable_folders()
+    kept = [relpath for relpath in deleted if is_below(relpath, unread)] if unread else []
+    if kept:
+        deleted = [relpath for relpath in deleted if not is_below(relpath, unread)]
+    return Plan(tasks, list(compress(relpaths, same.tolist())), deleted, kept)
+
+
+def _stats(source: Source, stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sizes, mtime_ns) of the source's images, -1 where unknown: listed by discovery, or one
+    `os.stat` per image with a live row (a manifest's files)."""
+    if source.sizes is not None and source.mtime_ns is not None:
+        return np.array(source.sizes, np.int64), np.array(source.mtime_ns, np.int64)
+    sizes = np.full(len(source.images), -1, np.int64)
+    mtime_ns = np.full(len(source.images), -1, np.int64)
+    for i in np.flatnonzero(stored).tolist():
         try:
-            stat = os.stat(image.location)
+            stat = os.stat(source.images[i].location)
         except OSError:
-            tasks.append(Task(image, "changed"))  # the worker records why it cannot be read
-            continue
-        if (
-            not rehash
-            and stat.st_size == stored_sizes[at]
-            and stat.st_mtime_ns == stored_mtimes[at]
-            and label_code.get(image.label or "", -1) == stored_labels[at]
-        ):
-            unchanged.append(image.relpath)
-        else:
-            tasks.append(Task(image, "changed"))
-    in_source = {image.relpath for image in images}
-    deleted = [relpath for relpath in live_paths if relpath not in in_source]
-    return Plan(tasks, unchanged, deleted)
+            continue  # a changed image: the worker records why it cannot be read
+        sizes[i], mtime_ns[i] = stat.st_size, stat.st_mtime_ns
+    return sizes, mtime_ns

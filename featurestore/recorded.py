@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featurestore import exitcodes
 from featurestore.checks import check_number
@@ -36,6 +36,9 @@ from featurestore.errors import ConfigError, FeaturestoreError, JobInterrupted
 from featurestore.extract_config import ExtractConfig
 from featurestore.format import is_store, read_manifest
 from featurestore.runs import RunRecorder, last_success, list_runs, record_run
+
+if TYPE_CHECKING:  # numpy and h5py are imported only by the jobs that open a store
+    from featurestore.store import FeatureStore
 
 #: Metrics files node_exporter's textfile collector reads.
 METRICS_SUFFIX = ".prom"
@@ -148,13 +151,14 @@ def heartbeat(run: RunRecorder, store_dir: Path, every: float = HEARTBEAT_SECOND
         thread.join()
 
 
-def _live_ids(store_dir: Path) -> set[str] | None:
-    """Image ids of the store's live rows; None when there is no store yet."""
+def _open_before(store_dir: Path) -> FeatureStore | None:
+    """The store as it was before the run (its live ids are tonight's baseline); None when
+    there is no store yet."""
     if not is_store(store_dir):
         return None
     from featurestore.store import open_store
 
-    return open_store(store_dir).live_ids()
+    return open_store(store_dir)
 
 
 def _summary_dict(summary: Any) -> dict[str, Any]:
@@ -181,7 +185,7 @@ def recorded_extract(
     options = options or RunOptions()
     store_dir = Path(config.store)
     with recorded_job(store_dir, "extract", engine=engine, metrics_file=options.metrics_file) as run:
-        before = _live_ids(store_dir) if options.drift else None
+        before = _open_before(store_dir) if options.drift else None
         try:
             with heartbeat(run, store_dir):
                 result = job(config)
@@ -192,8 +196,8 @@ def recorded_extract(
         store = open_store(store_dir)
         run.update(**extract_fields(summary), **store_fields(store))
         report = None
-        if before:  # a first run has nothing earlier to compare with
-            tonight = store.live_ids() - before
+        if before is not None and len(before):  # a first run has nothing earlier to compare with
+            tonight = store.live_ids_added_since(before)
             if tonight:
                 report = _check_drift(store, tonight, summary, options, store_dir)
                 run.update(drift=report.to_dict())

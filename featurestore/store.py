@@ -163,6 +163,23 @@ class FeatureStore:
         """The image ids of the live rows (no per-row objects beyond the strings)."""
         return set(self.rows.ids_hex(np.flatnonzero(self.live)))
 
+    def live_ids_added_since(self, earlier: FeatureStore) -> set[str]:
+        """Ids live here that were not live in `earlier`, an older view of the same store.
+
+        Nothing when no commit came between them; otherwise only live rows of pieces committed
+        since are candidates (pieces never change), checked against `earlier`'s live ids.
+        """
+        if self.generation == earlier.generation or not len(self.rows):
+            return set()
+        old_files = {piece.file for piece in earlier.manifest.pieces}
+        new_piece = np.array([piece.file not in old_files for piece in self.manifest.pieces], bool)
+        at = np.flatnonzero(self.live & new_piece[self.rows.piece])
+        if not at.size:
+            return set()
+        earlier_ids = set(_as_bytes(earlier.rows.ids[earlier.live]))
+        added = np.fromiter((i not in earlier_ids for i in _as_bytes(self.rows.ids[at])), bool, at.size)
+        return set(self.rows.ids_hex(at[added]))
+
     def live_ids_by_path(self) -> dict[str, str]:
         """{relpath: image id} of the live rows."""
         at = np.flatnonzero(self.live)
@@ -359,6 +376,11 @@ class FeatureStore:
             return None
         piece, row = int(self.rows.piece[at]), int(self.rows.row[at])
         return {name: self._read_maps(piece, name, row) for name in map_datasets(self.fingerprint)}
+
+
+def _as_bytes(ids: np.ndarray) -> list[bytes]:
+    """Raw (n, 32) ids as n bytes objects: hashable, and made faster than hex strings."""
+    return np.ascontiguousarray(ids).view(np.dtype((np.void, ids.shape[1]))).ravel().tolist()
 
 
 def open_store(path: str | Path) -> FeatureStore:

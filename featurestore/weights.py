@@ -6,6 +6,7 @@ Heavy imports (keras, onnx) stay inside functions so that importing this module 
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,21 @@ def hash_record_path(path: Path) -> Path:
 def is_trusted(path: Path) -> bool:
     """True when ``path`` has a sha256 record (written after it was complete) that matches."""
     record = hash_record_path(path)
-    return record.is_file() and record.read_text().strip() == file_sha256(path)
+    return record.is_file() and record.read_text().strip() == weights_file_sha256(path)
+
+
+# sha256 of weights files read by this process, keyed by what their stat says: checking a file
+# and naming its values then hashes its 60 MB once, not twice, per run.
+_hashed: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def weights_file_sha256(path: Path) -> str:
+    """`file_sha256` of a weights file, once per process while the file stays as it is."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _hashed:
+        _hashed[key] = file_sha256(path)
+    return _hashed[key]
 
 
 def record_hash(path: Path) -> None:

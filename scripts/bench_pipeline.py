@@ -20,6 +20,7 @@ import os
 import resource
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -39,8 +40,8 @@ from featurestore.vgg16 import output_shape
 class NoOpExtractor(Extractor):
     """The fingerprint and batch shapes of the real extractor; maps are zeros, at no cost."""
 
-    def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        n = len(images) + (-len(images)) % self.batch_size  # padded batches, as the real one
+    def embed(self, images: np.ndarray, image_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        n = len(images) + 1  # the guard image, as the real one
         names = map_datasets(self.fingerprint)
         maps = {name: np.zeros((n, *output_shape(self.layer, self.input_size)), np.float32) for name in names}
         return {name: m[: len(images)] for name, m in maps.items()}

@@ -1,0 +1,134 @@
+"""The no-change extract's fast paths: stats taken while listing, the columnar plan, the new ids
+of a run, the weights file hashed once. Each checked against the plain answer it replaces."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from featurestore.fingerprint import Fingerprint
+from featurestore.plan import plan_extraction
+from featurestore.sources import discover
+from featurestore.splits import SplitFractions
+from featurestore.store import open_store
+from featurestore.weights import weights_file_sha256
+from featurestore.writer import Row, StoreWriter
+
+FP = Fingerprint(weights_sha256="c" * 64, input_size=32)
+
+
+def tree(root: Path) -> list[Path]:
+    """Files of different sizes, written in an order unlike the sorted one."""
+    made = []
+    for i, rel in enumerate(["dogs/z/9.jpg", "cats/b.png", "dogs/a.jpg", "cats/a/deep/1.jpg", "cats/c.JPG"]):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * (i + 1) * 7)
+        os.utime(path, ns=(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 1) + i))
+        made.append(path)
+    return made
+
+
+def test_stats_taken_while_listing_are_each_images_own(tmp_path: Path) -> None:
+    tree(tmp_path / "src")
+    for labels in ("inferred", None):
+        source = discover(tmp_path / "src", labels=labels, stat=True)
+        assert source.sizes is not None and source.mtime_ns is not None
+        assert len(source.sizes) == len(source.mtime_ns) == len(source.images) == 5
+        for image, size, mtime_ns in zip(source.images, source.sizes, source.mtime_ns, strict=True):
+            st = os.stat(image.location)
+            assert (size, mtime_ns) == (st.st_size, st.st_mtime_ns), image.relpath
+    plain = discover(tmp_path / "src")
+    assert plain.sizes is None and plain.mtime_ns is None
+    assert plain.images == discover(tmp_path / "src", stat=True).images
+
+
+def row(path: Path, root: Path, label: str, n: int) -> Row:
+    st = path.stat()
+    return Row(
+        relpath=path.relative_to(root).as_posix(),
+        image_id=f"{n:064x}",
+        label=label,
+        split="train",
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        maps={"features": np.full((1, 1, 2), n, np.float32)},
+    )
+
+
+def test_the_plan_is_the_same_from_listed_stats_and_from_a_manifests_stat_calls(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    files = tree(root)
+    with StoreWriter(
+        tmp_path / "store",
+        fingerprint=FP,
+        split_fractions=SplitFractions(),
+        source_root=str(root),
+        class_names=("cats", "dogs"),
+    ) as writer:
+        rows = [row(p, root, p.relative_to(root).parts[0], i) for i, p in enumerate(files[:4])]
+        rows.append(dataclasses.replace(row(files[0], root, "dogs", 9), relpath="dogs/gone.jpg"))
+        writer.commit_rows(rows)
+    files[1].write_bytes(b"changed")  # cats/b.png: other size
+    os.utime(files[2], ns=(5, 5))  # dogs/a.jpg: other mtime
+    store = open_store(tmp_path / "store")
+    listed = plan_extraction(discover(root, stat=True), store, rehash=False)
+    manifest = tmp_path / "src" / "list.csv"
+    with open(manifest, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["path", "label"])
+        out.writerows([[p.relative_to(root).as_posix(), p.relative_to(root).parts[0]] for p in files])
+    stat_calls = plan_extraction(discover(manifest), store, rehash=False)
+    for plan in (listed, stat_calls):
+        assert sorted((t.image.relpath, t.kind) for t in plan.tasks) == [
+            ("cats/b.png", "changed"),
+            ("cats/c.JPG", "new"),
+            ("dogs/a.jpg", "changed"),
+        ]
+        assert plan.unchanged == ["cats/a/deep/1.jpg", "dogs/z/9.jpg"]
+        assert plan.deleted == ["dogs/gone.jpg"]
+    rehashed = plan_extraction(discover(root, stat=True), store, rehash=True)
+    assert rehashed.unchanged == [] and rehashed.count("changed") == 4
+
+
+def test_the_ids_a_run_adds_are_those_not_live_before(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    files = tree(root)
+    kwargs = dict(
+        fingerprint=FP, split_fractions=SplitFractions(), source_root=str(root), class_names=("cats", "dogs")
+    )
+    with StoreWriter(tmp_path / "store", **kwargs) as writer:
+        writer.commit_rows([row(p, root, "cats", i) for i, p in enumerate(files[:3])])
+    before = open_store(tmp_path / "store")
+    assert open_store(tmp_path / "store").live_ids_added_since(before) == set()  # no commit since
+    with StoreWriter(tmp_path / "store", **kwargs) as writer:
+        touched = row(files[0], root, "cats", 0)  # same id rewritten: not new
+        writer.commit_rows(
+            [touched, row(files[3], root, "cats", 7)], deleted=[files[1].relative_to(root).as_posix()]
+        )
+    after = open_store(tmp_path / "store")
+    assert after.live_ids_added_since(before) == {f"{7:064x}"}
+    assert after.live_ids_added_since(before) == after.live_ids() - before.live_ids()
+
+
+def test_a_weights_file_is_hashed_again_once_it_changes(tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "w.h5"
+    path.write_bytes(b"first")
+    assert weights_file_sha256(path) == hashlib.sha256(b"first").hexdigest()
+    path.write_bytes(b"second, longer")
+    assert weights_file_sha256(path) == hashlib.sha256(b"second, longer").hexdigest()
+
+
+def test_no_gpu_device_node_means_no_backend_probe(tmp_path: Path) -> None:
+    from featurestore.hardware import gpu_possible
+
+    nodes = (str(tmp_path / "nvidia[0-9]*"), str(tmp_path / "kfd"))
+    assert gpu_possible(nodes) is False
+    (tmp_path / "nvidia0").touch()
+    assert gpu_possible(nodes) is True
