@@ -110,6 +110,14 @@ def main() -> None:
 # -- the store ---------------------------------------------------------------------------
 
 
+#: A run's figures for node_exporter's textfile collector (featurestore.metrics; docs/nightly.md).
+metrics_file_option = click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the run's figures here in the Prometheus text format (a *.prom file).",
+)
+
+
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--store", required=True, type=click.Path(path_type=Path), help="Store folder.")
@@ -232,11 +240,7 @@ def main() -> None:
     metavar="AUC",
     help=f"Exit {DRIFT} when the new rows drifted at this domain-classifier AUC (e.g. 0.7).",
 )
-@click.option(
-    "--metrics-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Write the run's figures here in the Prometheus text format (a *.prom file).",
-)
+@metrics_file_option
 def extract(
     source: Path,
     store: Path,
@@ -348,13 +352,15 @@ class DurationType(click.ParamType):
     show_default=True,
     help="Keep replaced pieces this long for readers that opened the store before.",
 )
-def compact(store: Path, retain_seconds: float) -> None:
+@metrics_file_option
+def compact(store: Path, retain_seconds: float, metrics_file: Path | None) -> None:
     """Rewrite STORE's small and dirty pieces into few large ones, dropping dead rows."""
     from featurestore.compact import compact_store
     from featurestore.recorded import recorded_job
     from featurestore.run_fields import compact_fields
 
-    with user_errors(), recorded_job(store, "compact") as run:  # in STORE/runs/ (featurestore runs)
+    # recorded in STORE/runs/ (featurestore runs)
+    with user_errors(), recorded_job(store, "compact", metrics_file=metrics_file) as run:
         summary = compact_store(store, retain_seconds=retain_seconds)
         run.update(**compact_fields(dataclasses.asdict(summary)))
     click.echo(summary.line())
@@ -519,11 +525,7 @@ def weights_import_onnx() -> None:
     metavar="X",
     help=f"Exit {GATE_FAILED} if the new model's test accuracy is below X.",
 )
-@click.option(
-    "--metrics-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Write the run's figures here in the Prometheus text format (a *.prom file).",
-)
+@metrics_file_option
 def train(
     store: Path,
     classifier: str | None,
@@ -827,7 +829,8 @@ def bench(
     "--overwrite", is_flag=True, help="Replace an existing model or a checkpoint of other arguments."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object last.")
-def finetune(store: Path, as_json: bool, **options: Any) -> None:
+@metrics_file_option
+def finetune(store: Path, as_json: bool, metrics_file: Path | None, **options: Any) -> None:
     """Fine-tune the top of VGG16 with a trained head on STORE's images; resume if killed.
 
     The head's weights are the starting point; layers below --unfreeze stay frozen. Each epoch
@@ -839,7 +842,7 @@ def finetune(store: Path, as_json: bool, **options: Any) -> None:
 
     with user_errors():  # SIGTERM or Ctrl-C: one line, exit 128 + signal (`JobInterrupted`)
         finetune_config = FinetuneConfig(store=store, **options)
-        with recorded_job(store, "finetune") as run:
+        with recorded_job(store, "finetune", metrics_file=metrics_file) as run:
             report = run_finetune(finetune_config)
             run.update(**finetune_fields(report))
     click.echo(report.summary())

@@ -50,6 +50,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from classifiers.errors import ModelFileError, PayloadError
 from classifiers.inputs import InputChunk
+from classifiers.keras_sizes import check_layer_sizes
 from classifiers.transforms import FEATURE_MODES
 from featurestore.fingerprint import Fingerprint
 from featurestore.fsutil import atomic_folder, file_sha256, recover_folder
@@ -232,14 +233,15 @@ def check_keras_archive(path: Path, allowed: KerasAllowList) -> None:
             if members != KERAS_MEMBERS:
                 raise PayloadError(f"unexpected .keras members: {sorted(members ^ KERAS_MEMBERS)}")
             config = json.loads(archive.read("config.json"))
+            refused = sorted(_named(config, "class_name") - allowed.classes, key=str)
+            unknown = _named(config, "registered_name") - allowed.registered_names
+            refused += [(None, name) for name in sorted(unknown, key=str)]
+            if refused:
+                names = ", ".join(f"{module}.{name}" for module, name in refused)
+                raise PayloadError(f"refusing Keras objects outside {allowed.what}: {cut(names, 300)}")
+            check_layer_sizes(archive, config)  # Keras allocates them before it reads the weights
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise PayloadError(f"not a .keras archive ({one_line(exc)})") from exc
-    refused = sorted(_named(config, "class_name") - allowed.classes, key=str)
-    unknown = _named(config, "registered_name") - allowed.registered_names
-    refused += [(None, name) for name in sorted(unknown, key=str)]
-    if refused:
-        names = ", ".join(f"{module}.{name}" for module, name in refused)
-        raise PayloadError(f"refusing Keras objects outside {allowed.what}: {cut(names, 300)}")
 
 
 def load_keras(path: Path, allowed: KerasAllowList) -> Any:

@@ -28,7 +28,8 @@ from featurestore.progress import Progress
 from featurestore.signals import StopOnSignal
 from featurestore.sources import Source, discover
 from featurestore.stages import StageTimes
-from featurestore.store import FeatureStore
+from featurestore.store import FeatureStore, is_store, open_store
+from featurestore.unreadable import kept_class_names, refuse_a_lossy_rebuild, report_unreadable
 from featurestore.verify import damaged_pieces
 from featurestore.writer import StoreWriter
 
@@ -88,6 +89,12 @@ def _extract_locked(
     started: float,
     times: StageTimes,
 ) -> ExtractSummary:
+    class_names = source.class_names
+    if source.unreadable_folders() and is_store(config.store):
+        live = open_store(config.store)
+        if config.rebuild:
+            refuse_a_lossy_rebuild(source, live.rows.paths[live.live].tolist())
+        class_names = kept_class_names(source, live.class_names)
     extractor = extractor or Extractor(
         weights=config.weights,
         input_size=config.input_size,
@@ -103,7 +110,7 @@ def _extract_locked(
         fingerprint=extractor.fingerprint,
         split_fractions=config.split_fractions,
         source_root=str(source.root),
-        class_names=source.class_names,
+        class_names=class_names,
         rebuild=config.rebuild,
         lock=lock,
     ) as writer:
@@ -113,6 +120,7 @@ def _extract_locked(
         current = FeatureStore(writer.path, writer.manifest)
         with times.timed("plan"):
             plan = plan_extraction(source, current, rehash=config.rehash)
+        report_unreadable(source, plan.kept)
         skipped = {relpath: {"reason": reason} for relpath, reason in source.skipped}
         progress = Progress(
             len(plan.tasks), label="extract", interval=config.progress_interval, enabled=config.progress

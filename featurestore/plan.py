@@ -15,6 +15,7 @@ import numpy as np
 
 from featurestore.sources import Source, SourceImage
 from featurestore.store import FeatureStore
+from featurestore.unreadable import is_below
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Plan:
     tasks: list[Task]
     unchanged: list[str]  # relpaths
     deleted: list[str]  # relpaths of live rows whose file left the source
+    # relpaths of live rows below a folder that could not be read: kept (featurestore.unreadable)
+    kept: list[str] = dataclasses.field(default_factory=list)
 
     def count(self, kind: str) -> int:
         return sum(1 for task in self.tasks if task.kind == kind)
@@ -67,7 +70,11 @@ def plan_extraction(source: Source, store: FeatureStore, *, rehash: bool) -> Pla
     in_source = np.zeros(len(rows), bool)
     in_source[matched] = True
     deleted = rows.paths[live_at[~in_source[live_at]]].tolist()
-    return Plan(tasks, list(compress(relpaths, same.tolist())), deleted)
+    unread = source.unreadable_folders()
+    kept = [relpath for relpath in deleted if is_below(relpath, unread)] if unread else []
+    if kept:
+        deleted = [relpath for relpath in deleted if not is_below(relpath, unread)]
+    return Plan(tasks, list(compress(relpaths, same.tolist())), deleted, kept)
 
 
 def _stats(source: Source, stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

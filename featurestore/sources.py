@@ -19,13 +19,14 @@ from typing import Any, NamedTuple
 
 from featurestore.errors import FeaturestoreError
 
-__all__ = ["IMAGE_EXTENSIONS", "Source", "SourceError", "SourceImage", "discover"]
+__all__ = ["IMAGE_EXTENSIONS", "UNREADABLE_FOLDER", "Source", "SourceError", "SourceImage", "discover"]
 
 # Lower-case; a file's extension is compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
 NOT_UTF8 = "file name is not valid UTF-8"
 EMPTY_LABEL = ""  # a labeled manifest's row whose label is empty: reported, never stored
+UNREADABLE_FOLDER = "cannot read folder"  # how a skipped folder's reason starts
 
 
 class SourceError(FeaturestoreError):
@@ -64,6 +65,11 @@ class Source:
     skipped: tuple[tuple[str, str], ...]
     sizes: tuple[int, ...] | None = None
     mtime_ns: tuple[int, ...] | None = None
+
+    def unreadable_folders(self) -> tuple[str, ...]:
+        """Relpaths of the folders below the root that could not be listed: what they hold is
+        unknown, not gone (see `featurestore.unreadable`)."""
+        return tuple(rel for rel, reason in self.skipped if reason.startswith(UNREADABLE_FOLDER))
 
 
 def discover(source: str | Path, *, labels: str | None = "inferred", stat: bool = False) -> Source:
@@ -152,6 +158,7 @@ def _discover_folder(root: Path, *, labeled: bool, stat: bool) -> Source:
     images = tuple(map(tuple.__new__, repeat(SourceImage), zip(locations, relpaths, labels, strict=True)))
     # A class folder with no image (empty, unreadable, only other files) is no class: a model
     # would carry a class it never saw. Why its folder gave nothing is in `skipped`, if known.
+    # (An extraction keeps an unreadable folder's stored rows and class: featurestore.unreadable.)
     present = set(labels)
     class_names = tuple(name for name in class_names if name in present)
     stats = {"sizes": sizes, "mtime_ns": mtime_ns} if stat else {}
@@ -203,7 +210,7 @@ def _walk(
         try:
             listing = _Listing(folder)
         except OSError as error:
-            skipped.append((_printable(rel), f"cannot read folder ({error.strerror or error})"))
+            skipped.append((_printable(rel), f"{UNREADABLE_FOLDER} ({error.strerror or error})"))
             continue
         with listing:
             for entry in listing.entries:

@@ -9,6 +9,8 @@ class in its config against the few layers such a network has, then loads in saf
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,35 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
+def declared_input_shape(path: Path) -> tuple[Any, ...]:
+    """The image shape `model.keras`' config declares, read before Keras builds anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        [layer] = [layer for layer in config["config"]["layers"] if layer["class_name"] == "InputLayer"]
+        shape = layer["config"]["batch_shape"]
+        return tuple(shape[1:])
+    except (zipfile.BadZipFile, OSError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"{MODEL_FILE}: no single image input in its config.json ({exc!r})") from exc
+
+
+def checked_input_size(shape: tuple[Any, ...], recorded: Any) -> int:
+    """The side S of an input `shape` that must be (S, S, 3), S in VGG16's range and, when the
+    metadata records the store's input size, equal to it: S decides the decoded images' size."""
+    size = shape[0] if shape else None
+    square = isinstance(size, int) and not isinstance(size, bool) and shape == (size, size, 3)
+    if not (square and MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE):
+        raise PayloadError(
+            f"{MODEL_FILE} takes inputs of shape {shape}; expected (S, S, 3) with S from "
+            f"{MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}"
+        )
+    if recorded is not None and size != recorded:
+        raise PayloadError(
+            f"{MODEL_FILE} takes {size} px inputs; metadata.json's store.fingerprint.input_size is {recorded}"
+        )
+    return size
+
+
 def load_network(path: Path) -> Any:
     """Load a checked `model.keras` with `safe_mode=True` (our one custom layer registered)."""
     from classifiers.finetune import model  # noqa: F401 - registers CaffePreprocess
@@ -99,18 +130,14 @@ class FinetunedKind(ModelKind):
         return {}
 
     def load(self, folder: Path, metadata: dict[str, Any]) -> BaseEstimator:
+        # The input size drives how much memory decoding (and Keras' build) takes: checked in
+        # the config before Keras reads it, and again on the network Keras built.
+        recorded = ((metadata.get("store") or {}).get("fingerprint") or {}).get("input_size")
+        checked_input_size(declared_input_shape(folder / MODEL_FILE), recorded)
         network = load_network(folder / MODEL_FILE)
         estimator = FinetunedClassifier()
         estimator.classes_ = np.asarray(metadata["classes"], dtype=np.int64)  # validated
-        shape = tuple(network.input_shape[1:])
-        size = shape[0]
-        # The input size drives how much memory decoding takes: VGG16's range, RGB, square.
-        square = isinstance(size, int) and shape == (size, size, 3)
-        if not (square and MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE):
-            raise PayloadError(
-                f"{MODEL_FILE} takes inputs of shape {shape}; expected (S, S, 3) with S from "
-                f"{MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}"
-            )
+        size = checked_input_size(tuple(network.input_shape[1:]), recorded)
         outputs = int(network.output_shape[-1])
         if outputs != len(estimator.classes_) and (outputs, len(estimator.classes_)) != (1, 2):
             raise PayloadError(f"{MODEL_FILE} has {outputs} outputs for {len(estimator.classes_)} classes")

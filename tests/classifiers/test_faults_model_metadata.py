@@ -65,11 +65,34 @@ def in_keras_config(change: Callable[[dict[str, Any]], None]) -> Callable[[Path]
     return edit
 
 
+def weights_bomb(model: Path) -> None:
+    """head.keras with a model.weights.h5 of 50 MB of zeros deflated to 50 kB, sha256 agreeing."""
+    archive = model / "head.keras"
+    with zipfile.ZipFile(archive) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    members["model.weights.h5"] = bytes(50_000_000)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    metadata = json.loads((model / "metadata.json").read_text())
+    metadata["payload"]["head.keras"] = file_sha256(archive)
+    (model / "metadata.json").write_text(json.dumps(metadata))
+
+
 def dense_activation(value: Any) -> Callable[[dict[str, Any]], None]:
     def change(config: dict[str, Any]) -> None:
         for layer in config["config"]["layers"]:
             if layer["class_name"] == "Dense":
                 layer["config"]["activation"] = value
+
+    return change
+
+
+def dense_units(value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(config: dict[str, Any]) -> None:
+        next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")["config"][
+            "units"
+        ] = value
 
     return change
 
@@ -94,6 +117,10 @@ CASES = {
     "head-history": ("dense", in_metadata("head", "state", "history_", value="x"), "history_"),
     "head-dropout": ("dense", in_metadata("head", "params", "dropout", value=7), "dropout"),
     "head-classes": ("dense", in_metadata("head", "state", "classes_", value=[0, 1, 2]), "classes_"),
+    # Keras would allocate the layer's kernel before reading the weights: refused before.
+    "dense-units": ("dense", in_keras_config(dense_units(9)), "does not store: Dense(units=9)"),
+    "dense-units-text": ("dense", in_keras_config(dense_units("9")), "does not store: Dense(units='9')"),
+    "weights-bomb": ("dense", weights_bomb, "model.weights.h5 would inflate from"),
     "lambda-as-activation": ("dense", in_keras_config(dense_activation("lambda x: x")), "cannot be loaded"),
     "function-as-activation": (
         "dense",
