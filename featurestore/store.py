@@ -29,11 +29,11 @@ from featurestore.format import (
     map_datasets,
     read_manifest,
 )
-from featurestore.index import load_rows
+from featurestore.index import Rows, load_rows
 from featurestore.splits import SPLITS, SplitFractions
 from featurestore.vgg16 import output_shape
 
-__all__ = ["FeatureSet", "FeatureStore", "StoreError", "StoredImage", "is_store", "open_store"]
+__all__ = ["FeatureSet", "FeatureStore", "LiveIds", "StoreError", "StoredImage", "is_store", "open_store"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +86,7 @@ class FeatureStore:
         #: every committed row's small columns, in piece order, and which of them are live
         self.rows, self.live = load_rows(self.path, manifest)
         self._starts = np.searchsorted(self.rows.piece, np.arange(len(manifest.pieces) + 1))
-        self._by_id: dict[str, int] | None = None
+        self._by_id: dict[bytes, int] | None = None
 
     # -- metadata -----------------------------------------------------------------------
     @property
@@ -179,6 +179,10 @@ class FeatureStore:
         earlier_ids = set(_as_bytes(earlier.rows.ids[earlier.live]))
         added = np.fromiter((i not in earlier_ids for i in _as_bytes(self.rows.ids[at])), bool, at.size)
         return set(self.rows.ids_hex(at[added]))
+
+    def live_id_lookup(self) -> LiveIds:
+        """The live rows' ids by relpath, and a set of ids that grows (see `LiveIds`)."""
+        return LiveIds(self.rows, self.live)
 
     def live_ids_by_path(self) -> dict[str, str]:
         """{relpath: image id} of the live rows."""
@@ -294,6 +298,8 @@ class FeatureStore:
         path = self._piece_path(piece)
         try:
             with h5py.File(path, "r") as f:
+                if isinstance(rows, slice):
+                    _prefetch(path, f[name], rows)
                 if out is None:
                     return f[name][rows]
                 f[name].read_direct(out, source_sel=rows)
@@ -353,13 +359,73 @@ class FeatureStore:
 
     def maps_of_id(self, image_id: str) -> dict[str, np.ndarray] | None:
         """Every map stored for an image id (any row, live or not), or None if unknown."""
-        if self._by_id is None:  # built on first use: the newest row of each id wins
-            self._by_id = {h: i for i, h in enumerate(self.rows.ids_hex())}
-        at = self._by_id.get(image_id)
+        if self._by_id is None:  # built on first use (raw ids: no hex string per row); the
+            # newest row of each id wins, as dict keeps the last value of a repeated key
+            self._by_id = dict(zip(_as_bytes(self.rows.ids), range(len(self.rows)), strict=True))
+        at = self._by_id.get(_raw_id(image_id))
         if at is None:
             return None
         piece, row = int(self.rows.piece[at]), int(self.rows.row[at])
         return {name: self._read_maps(piece, name, row) for name in map_datasets(self.fingerprint)}
+
+
+def _prefetch(path: Path, dataset: h5py.Dataset, rows: slice) -> None:
+    """Ask the kernel to read the chunks of `rows` ahead (posix_fadvise WILLNEED): HDF5 reads one
+    chunk a call, and from a cold cache those reads would each wait for the disk."""
+    start, stop, _ = rows.indices(dataset.shape[0])
+    chunk = dataset.chunks[0] if dataset.chunks else 0
+    if not chunk or stop - start <= chunk or not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        first = dataset.id.get_chunk_info_by_coord((start // chunk * chunk, *[0] * (dataset.ndim - 1)))
+        last = dataset.id.get_chunk_info_by_coord(((stop - 1) // chunk * chunk, *[0] * (dataset.ndim - 1)))
+    except (AttributeError, KeyError, ValueError, RuntimeError):  # an older HDF5: no chunk info
+        return
+    if first.byte_offset is None or last.byte_offset is None:
+        return
+    low = min(first.byte_offset, last.byte_offset)
+    high = max(first.byte_offset + first.size, last.byte_offset + last.size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, low, high - low, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
+class LiveIds:
+    """What a run asks of the live rows' ids: the id of a relpath (`get`) and whether an id is
+    known (``in``; `add` the ids committed since). Built from the index arrays in C-level passes:
+    a hex string is made only for a relpath asked about, never one per stored row."""
+
+    def __init__(self, rows: Rows, live: np.ndarray) -> None:
+        at = np.flatnonzero(live)
+        self._row_of = dict(zip(rows.paths[at].tolist(), at.tolist(), strict=True))
+        self._ids = rows.ids
+        self._known = set(_as_bytes(rows.ids[at]))
+
+    def get(self, relpath: str, default: str | None = None) -> str | None:
+        """The hex id of `relpath`'s live row, or `default`."""
+        row = self._row_of.get(relpath)
+        return default if row is None else self._ids[row].tobytes().hex()
+
+    def __contains__(self, image_id: object) -> bool:
+        raw = _raw_id(image_id)
+        return raw is not None and raw in self._known
+
+    def add(self, image_id: str) -> None:
+        raw = _raw_id(image_id)
+        if raw is not None:
+            self._known.add(raw)
+
+
+def _raw_id(image_id: object) -> bytes | None:
+    """A hex id's 32 bytes; None for anything that is not one."""
+    if not isinstance(image_id, str) or len(image_id) != 64:
+        return None
+    try:
+        return bytes.fromhex(image_id)
+    except ValueError:
+        return None
 
 
 def _as_bytes(ids: np.ndarray) -> list[bytes]:

@@ -132,3 +132,28 @@ def test_no_gpu_device_node_means_no_backend_probe(tmp_path: Path) -> None:
     assert gpu_possible(nodes) is False
     (tmp_path / "nvidia0").touch()
     assert gpu_possible(nodes) is True
+
+
+def test_the_live_id_lookup_answers_as_the_dicts_it_replaces(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    files = tree(root)
+    kwargs = dict(
+        fingerprint=FP, split_fractions=SplitFractions(), source_root=str(root), class_names=("cats", "dogs")
+    )
+    with StoreWriter(tmp_path / "store", **kwargs) as writer:
+        writer.commit_rows([row(p, root, "cats", i) for i, p in enumerate(files)])
+        writer.commit_rows([row(files[0], root, "cats", 11)], deleted=[files[1].relative_to(root).as_posix()])
+    store = open_store(tmp_path / "store")
+    lookup = store.live_id_lookup()
+    by_path = store.live_ids_by_path()
+    for path in files:
+        relpath = path.relative_to(root).as_posix()
+        assert lookup.get(relpath) == by_path.get(relpath)
+    assert lookup.get("not/there.jpg") is None
+    assert all(image_id in lookup for image_id in store.live_ids())
+    dead = f"{1:064x}"  # files[1]'s row, deleted: its maps are still there, it is not live
+    assert dead not in lookup and store.maps_of_id(dead) is not None
+    assert "not hex" not in lookup and store.maps_of_id("not hex") is None
+    lookup.add(f"{99:064x}")
+    assert f"{99:064x}" in lookup
+    assert float(store.maps_of_id(f"{11:064x}")["features"].ravel()[0]) == 11.0
