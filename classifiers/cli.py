@@ -38,7 +38,7 @@ from featurestore.extract_config import (
     MAX_WORKERS,
     ExtractConfig,
 )
-from featurestore.fingerprint import DECODERS, DTYPES
+from featurestore.fingerprint import DECODERS, DTYPES, MAX_VIEWS
 from featurestore.quiet import quiet_tensorflow
 from featurestore.splits import SplitFractions
 from featurestore.vgg16 import MAX_INPUT_SIZE, MIN_INPUT_SIZE
@@ -56,7 +56,7 @@ CLASSIFIER_HELP = (
 )
 #: `classifiers.fit_data.FIT_ON` and `classifiers.tta.TTA_MODES` (a test keeps them equal).
 FIT_ON = ("train", "train+validation")
-TTA_MODES = ("none", "flip")
+TTA_MODES = ("none", "flip", "views")
 
 
 def default(config: type, name: str) -> Any:
@@ -180,6 +180,15 @@ metrics_file_option = click.option(
     "--extra-layer", "extra_layers", multiple=True, help="Also keep this layer's maps (e.g. block4_pool)."
 )
 @click.option("--flip-views", is_flag=True, help="Also keep the maps of each horizontally flipped image.")
+@click.option(
+    "--views",
+    type=click.IntRange(0, MAX_VIEWS),
+    default=default(ExtractConfig, "views"),
+    show_default=True,
+    metavar="K",
+    help="Also keep K augmented views of each image (crops, small zooms, flips; seeded by the "
+    "image's id, so a rerun is bit-identical): heads then train on them. Each costs one model pass.",
+)
 @click.option(
     "--splits",
     "split_fractions",
@@ -500,8 +509,15 @@ def weights_import_onnx() -> None:
     type=click.Choice(TTA_MODES),
     default="none",
     show_default=True,
-    help="Test-time flips: average each image's probabilities with its mirror image's "
-    "(needs a --flip-views store); recorded in the model, which predict then follows.",
+    help="Test-time augmentation: average each image's probabilities with its mirror image's "
+    "(flip: a --flip-views store) or its augmented views' (views: an extract --views K store); "
+    "recorded in the model, which predict then follows.",
+)
+@click.option(
+    "--views/--no-views",
+    "augmented",
+    default=None,
+    help="Also train on the augmented views of an extract --views K store (default: when it has them).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @click.option(
@@ -536,6 +552,7 @@ def train(
     flips: bool | None,
     fit_on: str,
     tta: str,
+    augmented: bool | None,
     overwrite: bool,
     stream: bool | None,
     as_json: bool,
@@ -570,6 +587,7 @@ def train(
                 flips=flips,
                 fit_on=fit_on,
                 tta=tta,
+                views=augmented,
                 overwrite=overwrite,
                 stream=stream,
                 say=lambda line: click.echo(line, err=True),
@@ -604,8 +622,8 @@ def train(
     "--tta",
     type=click.Choice(TTA_MODES),
     default=None,
-    help="Test-time flips: average over each image and its mirror image (default: as the model "
-    "was trained, see train --tta).",
+    help="Test-time augmentation: average over each image and its mirror image (flip) or its "
+    "augmented views (views) (default: as the model was trained, see train --tta).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object last.")
 def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None, as_json: bool) -> None:
@@ -715,6 +733,14 @@ def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None,
     default=default(BenchConfig, "tta"),
     show_default=True,
     help="Test-time flips: average each image's probabilities with its mirror's; both: a row each.",
+)
+@click.option(
+    "--views",
+    type=click.Choice(BENCH_FLIPS),
+    default=default(BenchConfig, "views"),
+    show_default=True,
+    help="Also fit on the augmented views of the training images (extract --views K stores); "
+    "both: a row each.",
 )
 def bench(
     stores: tuple[Path, ...],

@@ -10,7 +10,9 @@
 
 With flipped views (a store extracted with ``--flip-views``) the mirrored maps of the fitted
 images join the fit rows; with test-time flips (`classifiers.tta`) every scored split carries
-its flipped maps too.
+its flipped maps too. With augmented views (``extract --views K``) the K views' maps of each
+fitted image join the fit rows (K + 1 rows per image); a view goes wherever its image goes, so
+no view of a scored or early-stopping image is ever fitted on.
 """
 
 from __future__ import annotations
@@ -31,19 +33,22 @@ INNER_VALIDATION = 0.15
 
 @dataclass(frozen=True)
 class Split:
-    """Labelled rows of one split: maps, labels, ids, and the flipped maps when loaded."""
+    """Labelled rows of one split: maps, labels, ids, and the flipped maps and augmented views'
+    maps ((rows, K, ...)) when loaded."""
 
     X: np.ndarray
     y: np.ndarray
     ids: np.ndarray
     flipped: np.ndarray | None = None
+    views: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, keep: np.ndarray) -> Split:
         flipped = None if self.flipped is None else self.flipped[keep]
-        return Split(self.X[keep], self.y[keep], self.ids[keep], flipped)
+        views = None if self.views is None else self.views[keep]
+        return Split(self.X[keep], self.y[keep], self.ids[keep], flipped, views)
 
 
 @dataclass(frozen=True)
@@ -57,14 +62,18 @@ class FitData:
     info: dict[str, Any] = field(default_factory=dict)  # recorded in the model's metadata
 
 
-def load_split(store: Any, split: str, *, flipped: bool) -> Split:
-    """The labelled rows of `split` (whole-split reads), with their flipped maps if asked."""
+def load_split(store: Any, split: str, *, flipped: bool, views: bool = False) -> Split:
+    """The labelled rows of `split` (whole-split reads), with their flipped maps and augmented
+    views' maps if asked."""
     rows = store.load(split)
     keep = rows.labels >= 0
     flipped_maps = store.load(split, flipped=True).features if flipped else None
-    if keep.all():  # the usual case: no copy of the features
-        return Split(rows.features, rows.labels, np.asarray(rows.ids).astype(str), flipped_maps)
-    return Split(rows.features, rows.labels, np.asarray(rows.ids).astype(str), flipped_maps).subset(keep)
+    view_maps = None
+    if views and store.fingerprint.views:
+        per_view = [store.load(split, view=k).features for k in range(1, store.fingerprint.views + 1)]
+        view_maps = np.stack(per_view, axis=1)
+    loaded = Split(rows.features, rows.labels, np.asarray(rows.ids).astype(str), flipped_maps, view_maps)
+    return loaded if keep.all() else loaded.subset(keep)  # the usual case: no copy of the features
 
 
 def inner_validation(ids: np.ndarray, fraction: float = INNER_VALIDATION) -> np.ndarray:
@@ -76,18 +85,31 @@ def inner_validation(ids: np.ndarray, fraction: float = INNER_VALIDATION) -> np.
     )
 
 
-def fit_data(store: Any, fit_on: str, *, flips: bool, tta: bool, early_stopping: bool) -> FitData:
+def fit_data(
+    store: Any,
+    fit_on: str,
+    *,
+    flips: bool,
+    tta: bool | str,
+    early_stopping: bool,
+    views: bool = False,
+) -> FitData:
     """The rows of `store` to fit on and to score.
 
-    `flips` adds the flipped maps of the fitted images; `tta` loads the flipped maps of the
-    scored splits; `early_stopping` (a Keras head) asks for validation rows. Raises `TrainError`
-    for an unknown `fit_on` or a split without rows to fit on.
+    `flips` adds the flipped maps of the fitted images, `views` their augmented views' maps;
+    `tta` (True or "flip": the flipped maps, "views": the augmented views' maps) loads those of
+    the scored splits; `early_stopping` (a Keras head) asks for validation rows. Raises
+    `TrainError` for an unknown `fit_on` or a split without rows to fit on.
     """
     if fit_on not in FIT_ON:
         raise TrainError(f"--fit-on must be one of {', '.join(FIT_ON)}, not {fit_on!r}")
-    train = load_split(store, "train", flipped=flips)
-    validation = load_split(store, "validation", flipped=flips or tta)
-    test = load_split(store, "test", flipped=tta)
+    tta_flip, tta_views = tta in (True, "flip"), tta == "views"
+    pooled = fit_on != "train"  # validation rows are fitted on too
+    train = load_split(store, "train", flipped=flips, views=views)
+    validation = load_split(
+        store, "validation", flipped=flips or tta_flip, views=(views and pooled) or tta_views
+    )
+    test = load_split(store, "test", flipped=tta_flip, views=tta_views)
     info: dict[str, Any] = {"fit_on": fit_on}
     if fit_on == "train":
         fitted, stop = train, validation
@@ -103,8 +125,14 @@ def fit_data(store: Any, fit_on: str, *, flips: bool, tta: bool, early_stopping:
             info["inner_validation"] = len(stop)
     X, y = fitted.X, fitted.y
     if flips and fitted.flipped is not None:
-        X, y = np.concatenate([X, fitted.flipped]), np.concatenate([y, y])
+        X, y = np.concatenate([X, fitted.flipped]), np.concatenate([y, fitted.y])
+    if views and fitted.views is not None:
+        k = fitted.views.shape[1]
+        X = np.concatenate([X, fitted.views.reshape(-1, *fitted.views.shape[2:])])
+        y = np.concatenate([y, np.repeat(fitted.y, k)])
+        info["augmented_views"] = k
     info["fit_images"] = len(fitted)
+    info["fit_rows"] = len(y)
     return FitData(
         X=X,
         y=y,
@@ -116,6 +144,11 @@ def fit_data(store: Any, fit_on: str, *, flips: bool, tta: bool, early_stopping:
 
 def _concat(a: Split, b: Split) -> Split:
     flipped = None if a.flipped is None or b.flipped is None else np.concatenate([a.flipped, b.flipped])
+    views = None if a.views is None or b.views is None else np.concatenate([a.views, b.views])
     return Split(
-        np.concatenate([a.X, b.X]), np.concatenate([a.y, b.y]), np.concatenate([a.ids, b.ids]), flipped
+        np.concatenate([a.X, b.X]),
+        np.concatenate([a.y, b.y]),
+        np.concatenate([a.ids, b.ids]),
+        flipped,
+        views,
     )

@@ -42,6 +42,7 @@ class InputChunk:
     inputs: np.ndarray
     errors: list[str | None]
     flipped: np.ndarray | None = None  # the mirror images' inputs, for test-time flips
+    augmented: np.ndarray | None = None  # (n, K, ...) the augmented views' inputs (--tta views)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -162,3 +163,68 @@ def feature_map_views(fingerprint: Fingerprint | None, source: Path, weights: st
             yield dataclasses.replace(chunk, flipped=chunk.inputs)
         else:
             yield dataclasses.replace(chunk, inputs=chunk.inputs[:, 0], flipped=chunk.inputs[:, 1])
+
+
+def feature_map_augmented(
+    fingerprint: Fingerprint | None, source: Path, weights: str
+) -> Iterator[InputChunk]:
+    """`feature_maps` with each image's augmented views' maps in `InputChunk.augmented`: a
+    store's cached views (extracted with --views K), or new images' K views computed as
+    `extract --views K` would (seeded by each file's content id, `featurestore.views`), K being
+    the views of the store the model was trained on."""
+    import dataclasses
+
+    import featurestore
+    from featurestore.decoding import decode_file
+    from featurestore.format import MAIN_MAPS, VIEWS
+
+    if fingerprint is None:
+        raise PredictError(f"{source}: the model records no store fingerprint: cannot compare or embed")
+    if featurestore.is_store(source):
+        store = featurestore.open_store(source)
+        if not store.views:
+            raise PredictError(
+                f"{source}: the store has no augmented views for --tta views (extract with --views K, "
+                "or predict on the image files)"
+            )
+        differences = store.fingerprint.feature_differences(fingerprint)
+        if differences:
+            raise PredictError(f"{source}: store features differ from the model's ({'; '.join(differences)})")
+        batches = store.iter_batches(None, batch_size=STORE_CHUNK)
+        per_view = [
+            store.iter_batches(None, batch_size=STORE_CHUNK, view=k) for k in range(1, store.views + 1)
+        ]
+        for batch, *views in zip(batches, *per_view, strict=True):
+            labels = [store.class_names[i] if i >= 0 else "" for i in batch.labels]
+            stacked = np.stack([view.features for view in views], axis=1)
+            yield InputChunk(
+                list(batch.paths), labels, batch.features, [None] * len(batch), augmented=stacked
+            )
+        return
+    if not fingerprint.views:
+        raise PredictError(
+            f"{source}: the model's store kept no augmented views: --tta views has none to make"
+        )
+    items, skipped = source_images(source)
+    with_views = dataclasses.replace(fingerprint.main_maps(), views=fingerprint.views)
+    extractor = featurestore.Extractor.from_fingerprint(with_views, weights=weights)
+    size, k = extractor.input_size, fingerprint.views
+
+    def embed(paths: list[str]) -> tuple[np.ndarray, list[str | None]]:
+        images = np.zeros((len(paths), size, size, 3), np.float32)
+        ids, errors = [], []
+        for i, path in enumerate(paths):
+            decoded = decode_file(path, size, decoder=fingerprint.decoder)
+            if decoded.pixels is not None:
+                images[i] = decoded.pixels
+            ids.append(decoded.image_id or "0" * 64)
+            errors.append(decoded.error)
+        maps = extractor.embed(images, ids)
+        names = [MAIN_MAPS, *(f"{VIEWS}/{view}/{MAIN_MAPS}" for view in range(1, k + 1))]
+        return np.stack([maps[name] for name in names], axis=1), errors
+
+    for chunk in embedded(items, skipped, embed):
+        if chunk.inputs.ndim < 2:  # the files found but unusable: no maps at all
+            yield chunk
+        else:
+            yield dataclasses.replace(chunk, inputs=chunk.inputs[:, 0], augmented=chunk.inputs[:, 1:])

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from classifiers.errors import PayloadError
-from classifiers.inputs import InputChunk, feature_map_views, feature_maps
+from classifiers.inputs import InputChunk, feature_map_augmented, feature_map_views, feature_maps
 from classifiers.keras_heads import FITTED_STATE, DenseHead, GapHead, KerasHead
 from classifiers.model_file import (
     HEAD_ARCHIVE,
@@ -155,6 +155,10 @@ class FeatureMapsKind(ModelKind):
     def views(self, saved: SavedModel, source: Path, weights: str) -> Iterator[InputChunk]:
         """`inputs` with the mirror images' maps too (test-time flips)."""
         return feature_map_views(saved.features_fingerprint, source, weights)
+
+    def augmented_views(self, saved: SavedModel, source: Path, weights: str) -> Iterator[InputChunk]:
+        """`inputs` with the images' augmented views' maps too (--tta views)."""
+        return feature_map_augmented(saved.features_fingerprint, source, weights)
 
     def metadata_problem(self, metadata: dict[str, Any]) -> str | None:
         if KERAS_FILE in self.payload:

@@ -37,6 +37,8 @@ def _rows(saved: SavedModel, chunk: InputChunk) -> list[dict[str, Any]]:
     proba = np.zeros((len(chunk), len(names)))
     if ok.any():
         views = [chunk.inputs[ok]] if chunk.flipped is None else [chunk.inputs[ok], chunk.flipped[ok]]
+        if chunk.augmented is not None:
+            views += [chunk.augmented[ok][:, k] for k in range(chunk.augmented.shape[1])]
         proba[ok] = views_proba(saved.estimator, views, len(names))
     rows = []
     for i, path in enumerate(chunk.paths):
@@ -58,9 +60,9 @@ def model_tta(saved: SavedModel, tta: str | None = None) -> str:
     """The test-time augmentation to predict with: `tta`, else the one the model was trained
     and scored with (its metadata's ``tta``; "none" for models saved before it existed)."""
     chosen = check_tta(tta if tta is not None else str(saved.metadata.get("tta") or "none"))
-    if chosen == "flip" and not isinstance(saved.kind, FeatureMapsKind):
+    if chosen != "none" and not isinstance(saved.kind, FeatureMapsKind):
         raise PredictError(
-            f"--tta flip applies to models on store features, not to a {saved.kind.name} model"
+            f"--tta {chosen} applies to models on store features, not to a {saved.kind.name} model"
         )
     return chosen
 
@@ -81,6 +83,9 @@ def iter_predictions(
     if chosen == "flip":
         assert isinstance(saved.kind, FeatureMapsKind)  # model_tta checked it
         chunks = saved.kind.views(saved, source, weights)
+    elif chosen == "views":
+        assert isinstance(saved.kind, FeatureMapsKind)
+        chunks = saved.kind.augmented_views(saved, source, weights)
     else:
         chunks = saved.inputs(source, weights=weights)
     for chunk in chunks:

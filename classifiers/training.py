@@ -109,6 +109,7 @@ def train_from_store(
     flips: bool | None = None,
     fit_on: str = "train",
     tta: str = "none",
+    views: bool | None = None,
     overwrite: bool = False,
     stream: bool | None = None,
     say: Callable[[str], None] | None = None,
@@ -125,6 +126,11 @@ def train_from_store(
     images as they are, like new images at prediction time, unless `tta` is ``"flip"``: then
     each scored image's probabilities are averaged with its flipped view's (a store with
     flipped views), and the model records it so that `predict` does the same.
+
+    `views` adds the maps of the training images' cached augmented views (a store extracted
+    with ``--views K``): K more rows per training image, never of a validation or test image;
+    None uses them whenever the store has them. `tta` ``"views"`` averages each scored image's
+    probabilities over it and its K views.
 
     `fit_on` ``"train+validation"`` fits the final model on both splits (a Keras head stops
     early on an inner split of them) and scores test only (`classifiers.fit_data`).
@@ -152,19 +158,30 @@ def train_from_store(
         raise TrainError(f"{store_path}: no flipped views to train on (extract with --flip-views)")
     if check_tta(tta) == "flip" and not has_flips:
         raise TrainError(f"{store_path}: --tta flip needs the flipped views of a --flip-views store")
+    n_views = store.fingerprint.views
+    if (views or tta == "views") and not n_views:
+        raise TrainError(f"{store_path}: no augmented views to train or score on (extract with --views K)")
     use_flips = has_flips if flips is None else flips
+    use_views = n_views > 0 if views is None else views
     train_sources = [("train", False), *([("train", True)] if use_flips else [])]
+    # the augmented views are read as whole splits: counted K times in the memory estimate
+    view_sources = [("train", False)] * n_views if use_views else []
     decision = streaming.decide(
-        streaming.maps_bytes(store, [*train_sources, *((split, False) for split in EVAL_SPLITS)]),
+        streaming.maps_bytes(
+            store, [*train_sources, *view_sources, *((split, False) for split in EVAL_SPLITS)]
+        ),
         "the train, validation and test maps",
         stream,
     )
     if decision.stream:
-        if fit_on != "train" or tta != "none":
+        if fit_on != "train" or tta != "none" or (views and use_views):
             raise TrainError(
-                f"{store_path}: --fit-on {fit_on} and --tta {tta} read whole splits; they are not "
-                "streamed (--no-stream)"
+                f"{store_path}: --fit-on {fit_on}, --tta {tta} and --views read whole splits; they "
+                "are not streamed (--no-stream)"
             )
+        if use_views and say is not None:
+            say(f"{store_path}: streamed, so the augmented views are left out (--no-stream uses them)")
+        use_views = False
         if say is not None:
             say(decision.message)
         fit_seconds, metrics, counts, notes = _fit_streamed(
@@ -172,11 +189,17 @@ def train_from_store(
         )
     else:
         fit_seconds, metrics, counts, notes = _fit_in_memory(
-            estimator, store, use_flips, classifier, class_names, store_path, fit_on, tta
+            estimator, store, use_flips, classifier, class_names, store_path, fit_on, tta, use_views
         )
     effective_features = features or default_features(classifier)
     chosen = jsonable(current_params(estimator))
-    training: dict[str, Any] = {"flipped_views": use_flips, "streamed": decision.stream, **notes, "tta": tta}
+    training: dict[str, Any] = {
+        "flipped_views": use_flips,
+        "augmented_views": n_views if use_views else 0,
+        "streamed": decision.stream,
+        **notes,
+        "tta": tta,
+    }
     head = final_estimator(estimator)
     if isinstance(head, KerasHead):
         training |= {"epochs_run": head.n_epochs_, "best_epoch": head.best_epoch_}
@@ -211,7 +234,12 @@ def train_from_store(
 
 
 def _views(rows: Split, tta: str) -> list[np.ndarray]:
-    return [rows.X, rows.flipped] if tta == "flip" and rows.flipped is not None else [rows.X]
+    """The maps a scored split is averaged over: the images', and their mirrors' or views'."""
+    if tta == "flip" and rows.flipped is not None:
+        return [rows.X, rows.flipped]
+    if tta == "views" and rows.views is not None:
+        return [rows.X, *(rows.views[:, k] for k in range(rows.views.shape[1]))]
+    return [rows.X]
 
 
 def _check_classes(y: np.ndarray, store_path: str | Path, fit_on: str = "train") -> None:
@@ -232,11 +260,12 @@ def _fit_in_memory(
     store_path: str | Path,
     fit_on: str = "train",
     tta: str = "none",
+    use_views: bool = False,
 ) -> tuple[float, dict[str, dict[str, Any]], dict[str, int], dict[str, Any]]:
     """Whole-split reads (contiguous slices, fast), fit, evaluate: (fit seconds, metrics, rows,
     notes for the training record); the rows come from `classifiers.fit_data`."""
     keras = isinstance(final_estimator(estimator), KerasHead)
-    data = fit_data(store, fit_on, flips=use_flips, tta=tta == "flip", early_stopping=keras)
+    data = fit_data(store, fit_on, flips=use_flips, tta=tta, early_stopping=keras, views=use_views)
     _check_classes(data.y, store_path, fit_on)
     with _refused_settings(classifier):
         fit_started = time.perf_counter()

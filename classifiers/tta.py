@@ -16,8 +16,9 @@ import numpy as np
 from classifiers.metrics import full_proba, metrics_from_proba
 from featurestore.errors import ConfigError
 
-#: What `--tta` accepts: no test-time augmentation, or the horizontal flip.
-TTA_MODES = ("none", "flip")
+#: What `--tta` accepts: no test-time augmentation, the horizontal flip, or the image with its
+#: cached augmented views (a store extracted with ``--views K``; `featurestore.views`).
+TTA_MODES = ("none", "flip", "views")
 
 
 def check_tta(tta: str) -> str:

@@ -102,6 +102,7 @@ def _extract_locked(
         dtype=config.dtype,
         precision=run_precision(config.precision, config.store, rebuild=config.rebuild),
         flip_views=config.flip_views,
+        views=config.views,
         decoder=config.decoder,
         batch_size=config.batch_size,
     )

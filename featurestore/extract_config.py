@@ -11,7 +11,7 @@ from pathlib import Path
 
 from featurestore.checks import check_choice, check_int, check_number
 from featurestore.errors import ConfigError
-from featurestore.fingerprint import DECODERS, DEFAULT_DECODER, DTYPES, PRECISIONS
+from featurestore.fingerprint import DECODERS, DEFAULT_DECODER, DTYPES, MAX_VIEWS, PRECISIONS
 from featurestore.hardware import default_workers
 from featurestore.splits import SplitFractions
 from featurestore.vgg16 import MAX_INPUT_SIZE, MIN_INPUT_SIZE
@@ -47,6 +47,7 @@ class ExtractConfig:
     decoder: str = DEFAULT_DECODER
     extra_layers: tuple[str, ...] = ()
     flip_views: bool = False
+    views: int = 0  # cached augmented views per image (featurestore.views)
     split_fractions: SplitFractions = dataclasses.field(default_factory=SplitFractions)
     labels: str | None = "inferred"
     rebuild: bool = False
@@ -64,6 +65,7 @@ class ExtractConfig:
         check_int("input-size", self.input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE)
         check_int("batch-size", self.batch_size, 1, MAX_BATCH_SIZE)
         check_int("workers", self.workers, 1, MAX_WORKERS)
+        check_int("views", self.views, 0, MAX_VIEWS)
         check_int("commit-every", self.commit_every, 1, MAX_COMMIT_EVERY)
         check_number("commit-seconds", self.commit_seconds, positive=True)
         check_number("progress-interval", self.progress_interval, positive=True)

@@ -51,6 +51,7 @@ class Extractor:
         dtype: str = "float32",
         precision: str = "float32",
         flip_views: bool = False,
+        views: int = 0,
         decoder: str = DEFAULT_DECODER,
         batch_size: int = 32,
         seed: int = 0,
@@ -62,6 +63,7 @@ class Extractor:
         self.dtype = dtype
         self.precision = precision
         self.flip_views = flip_views
+        self.views = views
         self.decoder = decoder
         self.batch_size = batch_size
         self.seed = seed
@@ -82,6 +84,7 @@ class Extractor:
             dtype=fp.dtype,
             precision=fp.precision,
             flip_views=fp.flip_views,
+            views=fp.views,
             decoder=fp.decoder,
             batch_size=batch_size,
         )
@@ -106,6 +109,7 @@ class Extractor:
                 precision=self.precision,
                 extra_layers=self.extra_layers,
                 flip_views=self.flip_views,
+                views=self.views,
                 decoder=self.decoder,
             )
         return self._fingerprint
@@ -171,11 +175,19 @@ class Extractor:
                 keras.config.set_dtype_policy(previous)
         return self._model
 
-    def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Maps of a batch of RGB float32 images in [0, 255], keyed by dataset name."""
+    def embed(self, images: np.ndarray, image_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Maps of a batch of RGB float32 images in [0, 255], keyed by dataset name.
+
+        With augmented views (`views` > 0) the images' ids are needed: they seed the views.
+        """
         from featurestore.backbone import preprocess
+        from featurestore.views import augment_batch
 
         batches = [images, images[:, :, ::-1]] if self.flip_views else [images]
+        if self.views:
+            if image_ids is None:
+                raise ValueError("augmented views are seeded by the image ids: pass image_ids")
+            batches += [augment_batch(images, image_ids, k) for k in range(1, self.views + 1)]
         names = map_datasets(self.fingerprint)
         outputs: list[np.ndarray] = []
         for batch in batches:

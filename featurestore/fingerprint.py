@@ -23,6 +23,8 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # Named image decoders (`featurestore.images`); "pil" is bit-identical to keras.utils.load_img.
 DECODERS = ("pil", "pil-draft")
 DEFAULT_DECODER = "pil"
+#: Most cached augmented views per image (`extract --views K`): each costs one more model pass.
+MAX_VIEWS = 32
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -39,6 +41,7 @@ class Fingerprint:
     precision: str = "float32"
     extra_layers: tuple[str, ...] = ()
     flip_views: bool = False
+    views: int = 0  # cached augmented views per image (`featurestore.views`), beside the original
     decoder: str = DEFAULT_DECODER
     extractor_version: int = EXTRACTOR_VERSION
     library_versions: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
@@ -55,6 +58,8 @@ class Fingerprint:
             raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if not 0 <= self.views <= MAX_VIEWS:
+            raise ValueError(f"views must be between 0 and {MAX_VIEWS}, not {self.views}")
         if not MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE:
             raise ValueError(
                 f"input_size must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE}, not {self.input_size}"
@@ -78,12 +83,15 @@ class Fingerprint:
     def digest(self) -> str:
         """sha256 of the identity fields (library versions excluded, see module docstring).
 
-        The default decoder is left out too: stores made before decoders were named keep
-        their digest, and a store that names another decoder gets another digest.
+        The default decoder and zero views are left out too: stores made before decoders and
+        views were named keep their digest, and a store that names another decoder or keeps
+        augmented views gets another digest.
         """
         identity = {k: v for k, v in self.to_dict().items() if k != "library_versions"}
         if identity["decoder"] == DEFAULT_DECODER:
             del identity["decoder"]
+        if identity["views"] == 0:
+            del identity["views"]
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,8 +135,8 @@ class Fingerprint:
 
         Only `FEATURE_IDENTITY` decides what the main maps are. Storage dtype and compute
         precision round the same maps differently (float16 storage loses nothing a head can use,
-        bfloat16 compute moves maps by ~1e-3 relative), and extra layers or flipped views are
-        other datasets beside the main maps.
+        bfloat16 compute moves maps by ~1e-3 relative), and extra layers, flipped or augmented
+        views are other datasets beside the main maps.
         """
         mine, theirs = self.to_dict(), other.to_dict()
         return [
@@ -142,9 +150,9 @@ class Fingerprint:
         return {key: versions.get(key, "") for key in ("keras_backend", "device")}
 
     def main_maps(self) -> Fingerprint:
-        """This fingerprint without extra layers and flipped views: what embedding new images
-        for a head needs (same dtype and precision as recorded)."""
-        return dataclasses.replace(self, extra_layers=(), flip_views=False)
+        """This fingerprint without extra layers, flipped and augmented views: what embedding new
+        images for a head needs (same dtype and precision as recorded)."""
+        return dataclasses.replace(self, extra_layers=(), flip_views=False, views=0)
 
 
 #: The fields that decide what a store's main maps mean (see `Fingerprint.feature_differences`).
@@ -170,6 +178,7 @@ _FIELD_TYPES: dict[str, type] = {
     "precision": str,
     "extra_layers": tuple,
     "flip_views": bool,
+    "views": int,
     "decoder": str,
     "extractor_version": int,
     "library_versions": tuple,

@@ -31,6 +31,7 @@ NUMBER_COLUMNS = ("sizes", "mtime_ns")
 COLUMNS = TEXT_COLUMNS + NUMBER_COLUMNS
 MAIN_MAPS = "features"  # dataset of the main layer's maps; extra layers are layers/<name>
 FLIPPED = "flipped"  # group of the maps of the horizontally flipped images
+VIEWS = "views"  # group of the augmented views' maps: views/<k>/features, k = 1..K
 
 # A piece is named in the manifest by a path inside pieces/; nothing else is ever opened.
 _PIECE_FILE = re.compile(r"^pieces/[A-Za-z0-9][A-Za-z0-9._-]*\.h5$")
@@ -42,17 +43,32 @@ class StoreError(FeaturestoreError):
     """A store that cannot be opened or used; the message names the store and the reason."""
 
 
-def map_dataset(layer: str | None, *, main_layer: str, flipped: bool = False) -> str:
-    """Dataset name of a layer's maps in a piece: `features`, `layers/<name>`, `flipped/...`."""
+def map_dataset(layer: str | None, *, main_layer: str, flipped: bool = False, view: int = 0) -> str:
+    """Dataset name of a layer's maps in a piece: `features`, `layers/<name>`, `flipped/...`,
+    or for augmented view k (1..K) `views/<k>/...`."""
     name = MAIN_MAPS if layer in (None, main_layer) else f"layers/{layer}"
+    if flipped and view:
+        raise ValueError("a map is of the flipped image or of an augmented view, not both")
+    if view:
+        return f"{VIEWS}/{view}/{name}"
     return f"{FLIPPED}/{name}" if flipped else name
 
 
 def map_datasets(fingerprint: Fingerprint) -> list[str]:
     """Dataset names of the maps every piece of a store with this fingerprint holds, in the
-    order the extractor returns them."""
+    order the extractor returns them: the image's, the flipped image's, then view 1..K's."""
     names = [map_dataset(layer, main_layer=fingerprint.layer) for layer in fingerprint.layers]
-    return names + [f"{FLIPPED}/{name}" for name in names] if fingerprint.flip_views else names
+    flipped = [f"{FLIPPED}/{name}" for name in names] if fingerprint.flip_views else []
+    views = [f"{VIEWS}/{k}/{name}" for k in range(1, fingerprint.views + 1) for name in names]
+    return names + flipped + views
+
+
+def dataset_layer(name: str) -> str | None:
+    """The layer a map dataset holds (None: the main layer), whatever view it is of."""
+    if name.startswith(f"{VIEWS}/"):
+        name = name.split("/", 2)[2]
+    name = name.removeprefix(f"{FLIPPED}/")
+    return None if name == MAIN_MAPS else name.removeprefix("layers/")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -79,6 +79,12 @@ def format_info(report: dict[str, Any]) -> str:
         f"computed in {fp['precision']} by keras backend {versions.get('keras_backend', '?')} "
         f"on {versions.get('device', '?')}, decoder {fp.get('decoder', 'pil')}"
     )
+    stored = [
+        *(["flipped images"] if fp.get("flip_views") else []),
+        *([f"{fp['views']} augmented views"] if fp.get("views") else []),
+    ]
+    if stored:
+        lines.append(f"views kept per image: the image, {', '.join(stored)}")
     lines.append(f"failures {len(report['failures'])}")
     lines.extend(f"  {path}: {failure['reason']}" for path, failure in sorted(report["failures"].items()))
     return "\n".join(lines)

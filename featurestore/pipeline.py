@@ -302,7 +302,7 @@ class Pipeline:
             self._new_fingerprint = self.extractor.with_library_versions()
         started = time.perf_counter()
         pixels = np.stack([d.result.pixels for d in batch]).astype(np.float32)  # type: ignore[misc]
-        maps = self.extractor.embed(pixels)
+        maps = self.extractor.embed(pixels, [d.result.image_id for d in batch])
         seconds = time.perf_counter() - started
         self.model_seconds += seconds
         self.times.add("model", seconds, len(batch))

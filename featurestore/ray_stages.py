@@ -124,6 +124,7 @@ def extractor_settings(extractor: Extractor) -> dict[str, Any]:
         "dtype": extractor.dtype,
         "precision": extractor.precision,
         "flip_views": extractor.flip_views,
+        "views": extractor.views,
         "decoder": extractor.decoder,
         "batch_size": extractor.batch_size,
         "seed": extractor.seed,
@@ -154,7 +155,7 @@ class ModelStage:
         # One warm-up call: builds and traces the model (a batch's time is then model time) and
         # gives the maps' shapes, so that every batch has the same columns, computed rows or not.
         size = self.extractor.input_size
-        blank = self.extractor.embed(np.zeros((1, size, size, 3), np.float32))
+        blank = self.extractor.embed(np.zeros((1, size, size, 3), np.float32), ["0" * 64])
         self.blank = {name: np.zeros_like(maps[0]) for name, maps in blank.items()}
         self.first_call = True
         # provenance of the maps: this actor's libraries and device, for the manifest
@@ -173,7 +174,8 @@ class ModelStage:
         if len(rows):
             # uint8 pixels become the model's float32 input here, as in the local pipeline
             images = np.stack([from_bytes(pixels[i]) for i in rows]).astype(np.float32)
-            for name, maps in self.extractor.embed(images).items():
+            ids = [str(batch["image_id"][i]) for i in rows]
+            for name, maps in self.extractor.embed(images, ids).items():
                 for j, i in enumerate(rows):
                     columns[name][i] = to_bytes(maps[j])
         for name, column in columns.items():

@@ -21,9 +21,9 @@ import numpy as np
 from featurestore.fingerprint import Fingerprint
 from featurestore.format import (
     COLUMNS,
-    MAIN_MAPS,
     Manifest,
     StoreError,
+    dataset_layer,
     is_store,
     map_dataset,
     map_datasets,
@@ -227,17 +227,28 @@ class FeatureStore:
         return counts
 
     # -- feature reads --------------------------------------------------------------------
-    def _dataset_name(self, layer: str | None, flipped: bool) -> str:
+    def _dataset_name(self, layer: str | None, flipped: bool, view: int = 0) -> str:
         layer = layer or self.fingerprint.layer
         if layer not in self.layers:
             raise StoreError(f"{self.path}: no maps for layer {layer!r} (has {list(self.layers)})")
         if flipped and not self.fingerprint.flip_views:
             raise StoreError(f"{self.path}: extracted without flipped views (--flip-views)")
-        return map_dataset(layer, main_layer=self.fingerprint.layer, flipped=flipped)
+        if flipped and view:
+            raise StoreError(f"{self.path}: read the flipped image's maps or view {view}'s, not both")
+        if not 0 <= view <= self.fingerprint.views:
+            raise StoreError(
+                f"{self.path}: no augmented view {view} (extracted with --views {self.fingerprint.views})"
+            )
+        return map_dataset(layer, main_layer=self.fingerprint.layer, flipped=flipped, view=view)
 
-    def map_shape(self, layer: str | None = None, *, flipped: bool = False) -> tuple[int, ...]:
+    @property
+    def views(self) -> int:
+        """Cached augmented views per image (`extract --views K`); view 0 is the image itself."""
+        return self.fingerprint.views
+
+    def map_shape(self, layer: str | None = None, *, flipped: bool = False, view: int = 0) -> tuple[int, ...]:
         """(H, W, C) of one layer's maps, as stored (the main layer's by default)."""
-        return self._shape_of(self._dataset_name(layer, flipped))
+        return self._shape_of(self._dataset_name(layer, flipped, view))
 
     def _selections(self, splits: Sequence[str]) -> Iterator[_Selection]:
         """(piece, start, stop, live mask within [start, stop)) for each contiguous split run."""
@@ -257,11 +268,18 @@ class FeatureStore:
                     yield piece, start, stop, mask
 
     def load(
-        self, split: str | Sequence[str] | None = None, *, layer: str | None = None, flipped: bool = False
+        self,
+        split: str | Sequence[str] | None = None,
+        *,
+        layer: str | None = None,
+        flipped: bool = False,
+        view: int = 0,
     ) -> FeatureSet:
-        """Load the live rows of one split, several, or all (None) as numpy arrays."""
+        """Load the live rows of one split, several, or all (None) as numpy arrays: the maps of
+        the image, of its mirror image (`flipped`), or of augmented view `view` (1..K), row for
+        row in the same order."""
         splits = self._check_splits(split)
-        return self._read(list(self._selections(splits)), self._dataset_name(layer, flipped))
+        return self._read(list(self._selections(splits)), self._dataset_name(layer, flipped, view))
 
     def iter_batches(
         self,
@@ -270,9 +288,10 @@ class FeatureStore:
         batch_size: int = 4096,
         layer: str | None = None,
         flipped: bool = False,
+        view: int = 0,
     ) -> Iterator[FeatureSet]:
         """Yield the rows in batches of at most `batch_size`, for data larger than memory."""
-        name = self._dataset_name(layer, flipped)
+        name = self._dataset_name(layer, flipped, view)
         for piece, start, stop, mask in self._selections(self._check_splits(split)):
             for offset in range(start, stop, batch_size):
                 end = min(offset + batch_size, stop)
@@ -352,10 +371,7 @@ class FeatureStore:
                     return tuple(f[name].shape[1:])
             except (OSError, KeyError) as exc:
                 raise StoreError(f"{path}: committed piece cannot be read ({exc})") from None
-        layer = name.removeprefix("flipped/").removeprefix("layers/")
-        return output_shape(
-            self.fingerprint.layer if layer == MAIN_MAPS else layer, self.fingerprint.input_size
-        )
+        return output_shape(dataset_layer(name) or self.fingerprint.layer, self.fingerprint.input_size)
 
     def maps_of_id(self, image_id: str) -> dict[str, np.ndarray] | None:
         """Every map stored for an image id (any row, live or not), or None if unknown."""

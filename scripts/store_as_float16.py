@@ -27,8 +27,8 @@ from featurestore.writer import Row, StoreWriter
 def copy_as_float16(source: Path, target: Path) -> int:
     """Write `target`, the float16 twin of the float32 store `source`; returns its rows."""
     store = featurestore.open_store(source)
-    if store.fingerprint.dtype != "float32" or store.fingerprint.extra_layers:
-        raise SystemExit(f"{source}: expected a float32 store without extra layers")
+    if store.fingerprint.dtype != "float32" or store.fingerprint.extra_layers or store.fingerprint.views:
+        raise SystemExit(f"{source}: expected a float32 store without extra layers or augmented views")
     fingerprint = dataclasses.replace(store.fingerprint, dtype="float16")
     stat = {row["ids"]: (int(row["sizes"]), int(row["mtime_ns"])) for row in store.live_rows()}
     flips = store.fingerprint.flip_views

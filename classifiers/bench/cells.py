@@ -79,12 +79,15 @@ def cell_key(
     keras: bool,
     flips: bool = False,
     tta: bool = False,
+    augmented: bool = False,
 ) -> dict[str, Any]:
     """The JSON key naming a cell; `estimator_recipe` is `recipe()` of the unfitted estimator.
 
-    Flipped training views and test-time flips enter the key only when used, so that the
-    cells of a plain benchmark keep their names."""
+    Flipped training views, test-time flips and augmented training views enter the key only
+    when used, so that the cells of a plain benchmark keep their names."""
     views = {"views": {"flips": flips, "tta": tta}} if flips or tta else {}
+    if augmented:
+        views |= {"augmented_views": True}
     return views | {
         "format": CELL_FORMAT,
         "store_digest": store_digest,
@@ -149,6 +152,7 @@ class CellTask:
     test: np.ndarray | None  # positions into the pool; None: the test split
     flips: bool = False  # also fit on the mirror images' maps of the training rows
     tta: bool = False  # average each scored row's probabilities with its mirror image's
+    augmented: bool = False  # also fit on the training rows' augmented views (extract --views K)
 
 
 def _limit_threads(threads: int | None) -> None:
@@ -169,6 +173,7 @@ def run_cell(
     threads: int | None,
     X_flipped: np.ndarray | None = None,
     X_test_flipped: np.ndarray | None = None,
+    X_views: np.ndarray | None = None,
     *,
     save: bool = True,
 ) -> dict[str, Any]:
@@ -176,7 +181,8 @@ def run_cell(
     cluster worker, whose driver keeps the cell cache); return it.
 
     `X_flipped` and `X_test_flipped` (the mirror images' maps, row for row) serve a task with
-    `flips` or `tta`.
+    `flips` or `tta`; `X_views` (the pool rows' augmented views, (rows, K, ...)) a task with
+    `augmented`: K more rows per training image, never of a scored one.
 
     `threads` (set when cells run in parallel) caps BLAS/OpenMP and TensorFlow threads in this
     worker, so that N workers use about the machine's cores rather than N times them.
@@ -206,6 +212,13 @@ def run_cell(
             X_fit, y_fit = np.concatenate([X_fit, mirrored]), np.concatenate([y_fit, y_fit])
         if task.tta:
             views.append(X_test_flipped if task.test is None else X_flipped[task.test])
+    if task.augmented:
+        if X_views is None:
+            raise BenchError(f"{variant.name}: augmented views asked for but not loaded")
+        picked = np.asarray(X_views) if task.train is None else np.asarray(X_views)[task.train]
+        k = picked.shape[1]
+        X_fit = np.concatenate([X_fit, picked.reshape(-1, *picked.shape[2:])])
+        y_fit = np.concatenate([y_fit, np.repeat(y[task.train] if task.train is not None else y, k)])
     where = "the test split" if task.fold == TEST_FOLD else f"fold {task.fold}"
     with threadpool_limits(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -31,6 +31,8 @@ FEATURES_KEY = "features"
 #: `--tta`: average each image's probabilities with its mirror's (none, flip, or both).
 FLIP_CHOICES = ("no", "yes", "both")
 TTA_CHOICES = ("none", "flip", "both")
+#: `--views`: fit on the cached augmented views of the training images too (extract --views K).
+VIEW_CHOICES = FLIP_CHOICES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +61,7 @@ class BenchConfig:
     stores: tuple[Path, ...] = ()  # more stores of the same images, compared on the same folds
     flips: str = "no"  # fit on the mirrored training views too: no, yes or both
     tta: str = "none"  # test-time flips: none, flip or both
+    views: str = "no"  # fit on the augmented views (extract --views K) too: no, yes or both
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", Path(self.store))
@@ -67,6 +70,8 @@ class BenchConfig:
             raise ConfigError(f"--flips must be one of {', '.join(FLIP_CHOICES)}, not {self.flips!r}")
         if self.tta not in TTA_CHOICES:
             raise ConfigError(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {self.tta!r}")
+        if self.views not in VIEW_CHOICES:
+            raise ConfigError(f"--views must be one of {', '.join(VIEW_CHOICES)}, not {self.views!r}")
         object.__setattr__(self, "out", Path(self.out))
         if self.classifiers is not None:
             object.__setattr__(self, "classifiers", tuple(self.classifiers))
@@ -103,6 +108,7 @@ class BenchConfig:
             "stores": [str(p) for p in self.stores],
             "flips": self.flips,
             "tta": self.tta,
+            "views": self.views,
         }
 
 

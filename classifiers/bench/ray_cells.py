@@ -22,7 +22,7 @@ from featurestore.ray_engine import connect, import_ray
 def _fit(
     task: CellTask, arrays: tuple[np.ndarray, ...], class_names: tuple[str, ...], threads: int | None
 ) -> Any:
-    X, y, X_test, y_test, *mirrors = arrays  # mirrors: the flipped views' maps, when asked
+    X, y, X_test, y_test, *mirrors = arrays  # mirrors: flipped and augmented views' maps, or None
     return run_cell(task, X, y, X_test, y_test, class_names, threads, *mirrors, save=False)
 
 

@@ -137,8 +137,10 @@ def _setting_lines(result: BenchResult) -> list[str]:
         views = [
             *(["fit on flipped views"] if s["flips"] else []),
             *(["test-time flips"] if s["tta"] else []),
+            *([f"fit on {s.get('views', 0)} augmented views per image"] if s.get("augmented_views") else []),
         ]
         stored = ", stores flipped views" if s["flip_views"] else ""
+        stored += f", stores {s['views']} augmented views" if s.get("views") else ""
         added = ": " + ", ".join(views) if views else ""
         lines.append(
             f"setting {s['label']}: {s['store']} ({s['images']} images, {s['input_size']}px "

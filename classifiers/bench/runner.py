@@ -50,8 +50,13 @@ def _plan(
 ) -> tuple[list[CellTask], dict[str, dict[str, Any]], bool]:
     """Every (variant, fold) task, plus the final fit per variant; the full parameters of each.
 
-    `setting` says whether the tasks fit on flipped views and score with test-time flips."""
-    views = {"flips": setting.flips, "tta": setting.tta} if setting else {"flips": False, "tta": False}
+    `setting` says whether the tasks fit on flipped or augmented views and score with test-time
+    flips."""
+    views = (
+        {"flips": setting.flips, "tta": setting.tta, "augmented": setting.views}
+        if setting
+        else {"flips": False, "tta": False, "augmented": False}
+    )
     from classifiers.keras_heads import KerasHead
     from classifiers.model_file import jsonable
     from classifiers.registry import current_params, final_estimator, make_classifier
@@ -80,15 +85,18 @@ def _plan(
 
 
 @contextlib.contextmanager
-def _shared_arrays(arrays: tuple[np.ndarray, ...], parallel: bool) -> Iterator[tuple[np.ndarray, ...]]:
-    """The arrays as read-only memory maps of temporary .npy files when workers will read them."""
+def _shared_arrays(
+    arrays: tuple[np.ndarray | None, ...], parallel: bool
+) -> Iterator[tuple[np.ndarray | None, ...]]:
+    """The arrays as read-only memory maps of temporary .npy files when workers will read them
+    (None, an array not loaded, stays None)."""
     if not parallel:
         yield arrays
         return
     with tempfile.TemporaryDirectory(prefix="featurestore-bench-") as tmp:
-        shared = []
+        shared: list[np.ndarray | None] = []
         for i, array in enumerate(arrays):
-            if array.nbytes < MEMMAP_MIN_BYTES:
+            if array is None or array.nbytes < MEMMAP_MIN_BYTES:
                 shared.append(array)
                 continue
             path = Path(tmp) / f"array{i}.npy"
@@ -119,10 +127,10 @@ def _execute(
     # the libraries' own defaults (the whole machine).
     threads = None if jobs == 1 else max(1, cores // jobs)
     arrays = (data.X, data.y, data.X_test, data.y_test)
-    flipped = (data.X_flipped, data.X_test_flipped) if data.X_flipped is not None else ()
+    extra = (data.X_flipped, data.X_test_flipped, data.X_views)  # None where not loaded
     done: dict[Path, dict[str, Any]] = {}
     bar, show_bar = _progress(config.progress, len(pending))
-    with bar, _cells(pending, arrays + flipped, data.class_names, jobs, threads, config) as finished:
+    with bar, _cells(pending, arrays + extra, data.class_names, jobs, threads, config) as finished:
         for cell in finished:
             done[cell_path(cells_dir, cell["key"])] = cell
             bar.update(1)
@@ -139,7 +147,7 @@ def _execute(
 @contextlib.contextmanager
 def _cells(
     pending: list[CellTask],
-    arrays: tuple[np.ndarray, ...],
+    arrays: tuple[np.ndarray | None, ...],
     class_names: tuple[str, ...],
     jobs: int,
     threads: int | None,
@@ -155,7 +163,7 @@ def _cells(
     from joblib import Parallel, delayed
 
     with _shared_arrays(arrays, parallel=jobs > 1) as shared:
-        X, y, X_test, y_test, *mirrors = shared  # mirrors: the flipped views' maps, when asked
+        X, y, X_test, y_test, *mirrors = shared  # mirrors: flipped and augmented views' maps, or None
         parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
         yield parallel(
             delayed(run_cell)(t, X, y, X_test, y_test, class_names, threads, *mirrors) for t in pending
@@ -182,6 +190,7 @@ def _setting_records(
             "digest": datas[s.store].store["digest"],
             "flips": s.flips,
             "tta": s.tta,
+            "augmented_views": s.views,
             **costs[s.store],
         }
         for s in settings
@@ -233,10 +242,12 @@ def _run(config: BenchConfig) -> BenchResult:
     stores = [config.store, *config.stores]
     opened = {path: featurestore.open_store(path) for path in stores}
     has_flips = {path: bool(store.fingerprint.flip_views) for path, store in opened.items()}
-    settings, notes = plan_settings(stores, config.flips, config.tta, has_flips)
+    has_views = {path: store.fingerprint.views > 0 for path, store in opened.items()}
+    settings, notes = plan_settings(stores, config.flips, config.tta, has_flips, config.views, has_views)
     for note in notes:
         print(f"bench: {note}", file=sys.stderr)
     needs_flips = {path: any(s.flips or s.tta for s in settings if s.store == path) for path in stores}
+    needs_views = {path: any(s.views for s in settings if s.store == path) for path in stores}
     loaded = [
         load_data(
             path,
@@ -245,6 +256,7 @@ def _run(config: BenchConfig) -> BenchResult:
             reads=[variant.reads for variant in base_variants],
             say=lambda line: print(f"bench: {line}", file=sys.stderr),
             flipped=needs_flips[path],
+            views=needs_views[path],
         )
         for path in stores
     ]

@@ -1,10 +1,13 @@
 """Feature settings a benchmark compares: several stores of the same images, with or without
-flipped training views and test-time flips, each with what it costs to extract and keep.
+flipped training views, augmented training views and test-time flips, each with what it costs
+to extract and keep.
 
-A setting is (store, flips, tta). ``flips`` adds the maps of the mirrored training-fold images
-to the rows a classifier fits on; ``tta`` averages each scored image's probabilities with its
-mirror image's. Both need a store extracted with ``--flip-views``; a store without them gets
-only the plain setting. Every setting is scored on the same folds: the images all the stores
+A setting is (store, flips, tta, views). ``flips`` adds the maps of the mirrored training-fold
+images to the rows a classifier fits on; ``tta`` averages each scored image's probabilities with
+its mirror image's. Both need a store extracted with ``--flip-views``; a store without them gets
+only the plain setting. ``views`` adds the maps of the training-fold images' cached augmented
+views (a store extracted with ``--views K``): K more rows per training image, never of a scored
+image. Every setting is scored on the same folds: the images all the stores
 share, sorted by id (`classifiers.bench.folds.common_images`), so that the leaderboard compares
 feature sets image for image.
 
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.bench.config import FLIP_CHOICES, TTA_CHOICES
+from classifiers.bench.config import FLIP_CHOICES, TTA_CHOICES, VIEW_CHOICES
 from classifiers.errors import BenchError
 
 
@@ -33,6 +36,7 @@ class Setting:
     store: Path
     flips: bool
     tta: bool
+    views: bool = False  # also fit on the augmented views of the training images
 
     def prefix(self, name: str) -> str:
         return f"{self.label}/{name}" if self.label else name
@@ -48,26 +52,46 @@ def _store_label(path: Path, taken: set[str]) -> str:
 
 
 def plan_settings(
-    stores: list[Path], flips: str, tta: str, has_flips: dict[Path, bool]
+    stores: list[Path],
+    flips: str,
+    tta: str,
+    has_flips: dict[Path, bool],
+    views: str = "no",
+    has_views: dict[Path, bool] | None = None,
 ) -> tuple[list[Setting], list[str]]:
-    """The settings to run, in order, and notes on those a store without flipped views skips."""
+    """The settings to run, in order, and notes on those a store without flipped (or augmented)
+    views skips."""
     if flips not in FLIP_CHOICES:
         raise BenchError(f"--flips must be one of {', '.join(FLIP_CHOICES)}, not {flips!r}")
     if tta not in TTA_CHOICES:
         raise BenchError(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {tta!r}")
+    if views not in VIEW_CHOICES:
+        raise BenchError(f"--views must be one of {', '.join(VIEW_CHOICES)}, not {views!r}")
+    has_views = has_views or {}
     flip_values = {"no": [False], "yes": [True], "both": [False, True]}[flips]
     tta_values = {"none": [False], "flip": [True], "both": [False, True]}[tta]
-    plain = len(stores) == 1 and flip_values == [False] and tta_values == [False]
+    view_values = {"no": [False], "yes": [True], "both": [False, True]}[views]
+    plain = len(stores) == 1 and flip_values == [False] and tta_values == [False] and view_values == [False]
     settings, notes, taken = [], [], set()
     for store in stores:
         name = _store_label(store, taken)
-        for use_flips in flip_values:
-            for use_tta in tta_values:
-                if (use_flips or use_tta) and not has_flips[store]:
-                    notes.append(f"{name}: no flipped views (extract with --flip-views); plain setting only")
-                    continue
-                label = "" if plain else name + ("+flips" if use_flips else "") + ("+tta" if use_tta else "")
-                settings.append(Setting(label, store, use_flips, use_tta))
+        for use_views in view_values:
+            if use_views and not has_views.get(store, False):
+                notes.append(
+                    f"{name}: no augmented views (extract with --views K); settings without them only"
+                )
+                continue
+            for use_flips in flip_values:
+                for use_tta in tta_values:
+                    if (use_flips or use_tta) and not has_flips[store]:
+                        notes.append(
+                            f"{name}: no flipped views (extract with --flip-views); plain setting only"
+                        )
+                        continue
+                    label = (
+                        "" if plain else name + "+views" * use_views + "+flips" * use_flips + "+tta" * use_tta
+                    )
+                    settings.append(Setting(label, store, use_flips, use_tta, use_views))
         if not any(s.store == store for s in settings):
             settings.append(Setting(name, store, False, False))
     return settings, sorted(set(notes))
@@ -87,16 +111,16 @@ def store_cost(store: Any, store_dir: Path) -> dict[str, Any]:
             computed += int(counts["computed"])
     fp = store.fingerprint
     itemsize = 2 if fp.dtype == "float16" else 4
-    views = (False, True) if fp.flip_views else (False,)
-    maps = sum(int(np.prod(store.map_shape(layer, flipped=f))) for layer in fp.layers for f in views)
+    copies = (1 + fp.flip_views + fp.views) * sum(int(np.prod(store.map_shape(layer))) for layer in fp.layers)
     return {
         "input_size": fp.input_size,
         "dtype": fp.dtype,
         "flip_views": fp.flip_views,
+        "views": fp.views,
         "images": images,
         "extract_seconds_per_image": seconds / computed if computed else None,
         # The maps each image keeps (all layers and views): what the store grows by per image,
         # whatever rows of replaced or deleted images its pieces still hold.
-        "bytes_per_image": maps * itemsize,
+        "bytes_per_image": copies * itemsize,
         "store_bytes": store_bytes(store_dir),
     }

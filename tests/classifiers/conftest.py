@@ -37,10 +37,17 @@ def fast_params(name: str) -> dict:
     return dict(FAST_SKLEARN.get(name, {}))
 
 
-def make_flip_store(path: Path) -> Path:
-    """A store as if extracted with --flip-views: 40 rows (24/8/8), each with its mirrored maps.
+def view_maps(maps: np.ndarray, view: int) -> np.ndarray:
+    """A stand-in for augmented view `view` of an image's maps: close to them, unique to the
+    image and the view (so a test can tell which rows a model was fitted on)."""
+    return (maps * (1.0 + 0.01 * view) + 0.001 * view).astype(np.float32)
 
-    Its fingerprint differs from `tiny_store`'s only in flip_views.
+
+def make_flip_store(path: Path, views: int = 0) -> Path:
+    """A store as if extracted with --flip-views: 40 rows (24/8/8), each with its mirrored maps
+    (and with `views`, as if extracted with --views K: K augmented views' maps each).
+
+    Its fingerprint differs from `tiny_store`'s only in flip_views (and views).
     """
     import hashlib
 
@@ -58,11 +65,15 @@ def make_flip_store(path: Path) -> Path:
             split=splits[i],
             size=0,
             mtime_ns=0,
-            maps={"features": maps, "flipped/features": maps[:, ::-1].copy()},
+            maps={
+                "features": maps,
+                "flipped/features": maps[:, ::-1].copy(),
+                **{f"views/{k}/features": view_maps(maps, k) for k in range(1, views + 1)},
+            },
         )
         for i, (maps, label) in enumerate(zip(X, y, strict=True))
     ]
-    fingerprint = Fingerprint(weights_sha256="0" * 64, input_size=64, flip_views=True)
+    fingerprint = Fingerprint(weights_sha256="0" * 64, input_size=64, flip_views=True, views=views)
     with StoreWriter(
         path,
         fingerprint=fingerprint,

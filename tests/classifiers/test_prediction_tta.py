@@ -87,3 +87,34 @@ def test_a_store_without_flipped_views_is_refused(tiny_store: Path, tmp_path: Pa
     model = train_from_store(tiny_store, "logreg", tmp_path / "m").model_path
     with pytest.raises(PredictError, match="no flipped views for test-time flips"):
         predict_rows(model, tiny_store, tta="flip")
+
+
+def test_tta_views_averages_stored_views_and_new_images_get_the_same_views(tmp_path: Path) -> None:
+    from featurestore import ExtractConfig, run_extract
+
+    images = tmp_path / "images"
+    for class_index, name in enumerate(CLASS_NAMES):
+        for i in range(6):
+            write_image(images / name / f"{name}_{i}.png", seed=500 * class_index + i)
+    config = ExtractConfig(
+        source=images, store=tmp_path / "store", weights="random", input_size=32, views=2, progress=False
+    )
+    run_extract(config)
+    model = train_from_store(tmp_path / "store", "logreg", tmp_path / "m", tta="views").model_path
+    saved = load_model(model)
+    assert saved.metadata["tta"] == "views" and model_tta(saved) == "views"
+    store = featurestore.open_store(tmp_path / "store")
+    views = [store.load(None).features, *(store.load(None, view=k).features for k in (1, 2))]
+    expected = np.mean([full_proba(saved.estimator, X, 2) for X in views], axis=0)
+    from_store = predict_rows(saved, tmp_path / "store")
+    assert np.allclose([row["p_dogs"] for row in from_store], expected[:, 1])
+    # New files with the same bytes: the same ids, hence the same views, embedded afresh.
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for path in sorted((images / "dogs").iterdir())[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    stored = {Path(row["path"]).name: row["p_dogs"] for row in from_store}
+    for row in predict_rows(saved, folder, weights="random"):
+        assert row["error"] == "" and row["p_dogs"] == pytest.approx(stored[Path(row["path"]).name], abs=1e-5)
+    with pytest.raises(PredictError, match="no augmented views"):
+        predict_rows(saved, make_flip_store(tmp_path / "flips"), tta="views")

@@ -28,6 +28,7 @@ OTHER_VALUES = {
     "precision": "mixed_bfloat16",
     "extra_layers": ("block3_pool",),
     "flip_views": True,
+    "views": 4,
     "decoder": "pil-draft",
     "extractor_version": EXTRACTOR_VERSION + 1,
 }
@@ -43,6 +44,14 @@ def test_the_default_decoder_leaves_the_digest_of_older_stores_alone() -> None:
     older = {k: v for k, v in BASE.to_dict().items() if k != "decoder"}  # written before decoders
     assert Fingerprint.from_dict(older).digest == BASE.digest
     assert "decoder" in Fingerprint.from_dict(older).to_dict()
+
+
+def test_zero_views_leave_the_digest_of_older_stores_alone() -> None:
+    older = {k: v for k, v in BASE.to_dict().items() if k != "views"}  # written before views
+    assert Fingerprint.from_dict(older).digest == BASE.digest
+    assert Fingerprint.from_dict(older).views == 0
+    with pytest.raises(ValueError, match="views must be between 0 and"):
+        dataclasses.replace(BASE, views=-1)
 
 
 def test_every_identity_field_has_another_value_here() -> None:

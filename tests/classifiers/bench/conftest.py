@@ -30,6 +30,7 @@ def write_store(
     maps_seed: int | None = None,
     flip_views: bool = False,
     images: Sequence[int] | None = None,
+    views: int = 0,
 ) -> Path:
     """A committed store of `n` rows in pieces of `piece_rows`, written in the row `order` given.
 
@@ -37,7 +38,8 @@ def write_store(
     and seed) rather than its position, so that two stores written in different orders hold
     the same images, as two extractions of one folder would. `maps_seed` draws other maps for
     the same images (another extraction setting), `flip_views` stores mirrored maps too, and
-    `images` keeps only those row indices (a store extracted part of the way).
+    `images` keeps only those row indices (a store extracted part of the way); `views` stores
+    that many augmented views' maps per image (close to the image's, unique to each view).
     """
     rng = np.random.default_rng(seed if maps_seed is None else maps_seed)
     labels = np.arange(n) % len(classes)
@@ -51,6 +53,8 @@ def write_store(
         maps = {"features": features[i]}
         if flip_views:
             maps["flipped/features"] = features[i][:, ::-1].copy()
+        for k in range(1, views + 1):
+            maps[f"views/{k}/features"] = (features[i] * (1.0 + 0.01 * k) + 0.001 * k).astype(np.float32)
         image_id = hashlib.sha256(f"{seed}-image-{i}".encode()).hexdigest()
         rows.append(
             Row(
@@ -63,7 +67,7 @@ def write_store(
                 maps=maps,
             )
         )
-    fingerprint = Fingerprint(weights_sha256="0" * 64, input_size=64, flip_views=flip_views)
+    fingerprint = Fingerprint(weights_sha256="0" * 64, input_size=64, flip_views=flip_views, views=views)
     with StoreWriter(
         path, fingerprint=fingerprint, split_fractions=fractions, source_root="", class_names=list(classes)
     ) as writer:

@@ -68,3 +68,22 @@ def test_stores_with_other_labels_are_refused(tmp_path: Path) -> None:
         run_benchmark(
             BenchConfig(store=a, stores=(b,), out=tmp_path / "out", classifiers=("logreg",), folds=3)
         )
+
+
+def test_bench_fits_on_the_training_folds_views_only(tmp_path: Path) -> None:
+    views = write_store(tmp_path / "aug", views=3)
+    config = BenchConfig(
+        store=views, out=tmp_path / "out", classifiers=("logreg",), folds=3, views="both", progress=False
+    )
+    result = run_benchmark(config)
+    assert [s["label"] for s in result.settings] == ["aug", "aug+views"]
+    assert result.settings[1]["augmented_views"] and result.settings[1]["views"] == 3
+    assert result.settings[1]["bytes_per_image"] == (1 + 3) * 2 * 2 * 16 * 4  # the image and 3 views
+    digests = {tuple(c["key"]["fold_digest"] for c in row.folds) for row in result.rows}
+    assert len(digests) == 1  # the same folds by image id
+    for row in result.rows:
+        factor = 4 if row.variant.setting.endswith("+views") else 1
+        for cell in row.folds:
+            assert cell["n_fit_rows"] == factor * cell["n_train"]
+    settings, notes = plan_settings([tmp_path / "plain"], "no", "none", {tmp_path / "plain": False}, "yes")
+    assert [s.label for s in settings] == ["plain"] and "no augmented views" in notes[0]

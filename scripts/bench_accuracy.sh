@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The cross-validated accuracy table of README "More accuracy from the same backbone" on the
+# 2,000 shared photos: extract the stores (skipped when they exist), then one bench over them on
+# the same folds by image id. Prints the CPU model and load average next to the figures.
+#
+#   scripts/bench_accuracy.sh [STORES_DIR] [OUT_DIR]     (default /work/stores, STORES_DIR/bench)
+#
+# Long: on 2 shared CPU cores the extractions take about an hour; run it under nice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PHOTOS=${FEATURESTORE_PHOTOS:-../shared/datasets/cats_vs_dogs}
+STORES=${1:-/work/stores}
+OUT=${2:-$STORES/bench}
+FS=${FEATURESTORE:-.venv/bin/featurestore}
+PY=${PYTHON:-.venv/bin/python}
+
+machine() { echo "CPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) x$(nproc); load average $(cut -d' ' -f1-3 /proc/loadavg)"; }
+
+extract() {  # STORE OPTIONS...: extract unless the store holds every photo already
+  local store=$1
+  shift
+  [ -f "$store/manifest.json" ] && "$FS" info "$store" | grep -q "^store .*: 2000 images" && return 0
+  "$FS" extract "$PHOTOS" --store "$store" --precision float32 --json "$@"
+}
+
+machine
+extract "$STORES/cvd150f" --flip-views               # the classic 150 px, with mirrored views
+extract "$STORES/cvd224" --input-size 224            # the resolution preset
+[ -d "$STORES/cvd150f16" ] || "$PY" scripts/store_as_float16.py "$STORES/cvd150f" "$STORES/cvd150f16"
+
+machine
+# flips and test-time flips at 150 px (the cheap classifiers and the stack)
+"$FS" bench "$STORES/cvd150f" --out "$OUT/flips" --classifiers logreg,rbf-svm,stack \
+  --flips both --tta both
+machine
+# the feature sets on the same folds: 150 vs 224 px, float32 vs float16, every head
+"$FS" bench "$STORES/cvd150f" "$STORES/cvd224" "$STORES/cvd150f16" --out "$OUT/stores" \
+  --classifiers logreg,rbf-svm,dense,gap,stack
+machine
