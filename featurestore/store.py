@@ -68,6 +68,10 @@ class StoredImage(NamedTuple):
         return Path(os.path.join(self.root, self.relpath))
 
 
+#: Bytes of the buffer a split read with dead rows between its live ones reads through (a
+#: power of two: with power-of-two rows its blocks start on the 1 MiB chunks' boundaries).
+MASKED_READ_BYTES = 32 << 20
+
 #: Pieces `maps_of_id` keeps open (read-only handles; a piece never changes once committed).
 OPEN_PIECES = 4
 
@@ -334,12 +338,16 @@ class FeatureStore:
         features = np.empty((total, *shape), dtype=np.float32)
         picked = []
         at = 0
+        buffer: np.ndarray | None = None
         for piece, start, stop, mask in selections:
             n = int(mask.sum())
             if n == stop - start:  # one contiguous read, straight into the result
                 self._read_maps(piece, name, np.s_[start:stop], out=features[at : at + n])
-            else:
-                features[at : at + n] = self._read_maps(piece, name, slice(start, stop))[mask]
+            else:  # dead rows between: blocks through one reused buffer, live rows kept
+                if buffer is None:
+                    block = max(1, MASKED_READ_BYTES // max(1, features[:1].nbytes))
+                    buffer = np.empty((block, *shape), dtype=np.float32)
+                self._read_masked(piece, name, start, stop, mask, buffer, features[at : at + n])
             at += n
             lo = int(self._starts[piece])
             picked.append(lo + start + np.flatnonzero(mask))
@@ -355,6 +363,31 @@ class FeatureStore:
             splits=rows.split_strings(chosen),
             class_names=self.class_names,
         )
+
+    def _read_masked(
+        self,
+        piece: int,
+        name: str,
+        start: int,
+        stop: int,
+        mask: np.ndarray,
+        buffer: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        """The rows of [start, stop) where `mask` holds, into `out`: blocks aligned to the
+        buffer's length read into `buffer` (no new memory a block, where slicing then indexing
+        allocated the whole range twice); a block with no live row is not read."""
+        block = len(buffer)
+        at = 0
+        for lo in range(start - start % block, stop, block):
+            lo, hi = max(lo, start), min(lo + block, stop)
+            keep = mask[lo - start : hi - start]
+            k = int(keep.sum())
+            if not k:
+                continue
+            self._read_maps(piece, name, np.s_[lo:hi], out=buffer[: hi - lo])
+            np.compress(keep, buffer[: hi - lo], axis=0, out=out[at : at + k])
+            at += k
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
         """The shape the pieces hold; VGG16's geometry for a store with no rows yet."""

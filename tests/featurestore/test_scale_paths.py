@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from featurestore.fingerprint import Fingerprint
 from featurestore.plan import plan_extraction
@@ -157,3 +158,32 @@ def test_the_live_id_lookup_answers_as_the_dicts_it_replaces(tmp_path: Path) -> 
     lookup.add(f"{99:064x}")
     assert f"{99:064x}" in lookup
     assert float(store.maps_of_id(f"{11:064x}")["features"].ravel()[0]) == 11.0
+
+
+def test_a_split_with_dead_rows_between_reads_its_live_rows_through_small_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import featurestore.store as store_module
+
+    kwargs = dict(fingerprint=FP, split_fractions=SplitFractions(), source_root="/src", class_names=("cats",))
+
+    def numbered(i: int) -> Row:
+        return Row(
+            relpath=f"x/{i:03d}.jpg",
+            image_id=f"{i:064x}",
+            label="cats",
+            split="train",
+            size=1,
+            mtime_ns=i,
+            maps={"features": np.full((1, 1, 2), i, np.float32)},
+        )
+
+    with StoreWriter(tmp_path / "store", **kwargs) as writer:
+        writer.commit_rows([numbered(i) for i in range(100)])
+        writer.commit_rows([], deleted=[f"x/{i:03d}.jpg" for i in range(100) if i % 3 == 0 or 40 <= i < 60])
+    # 7 rows a block: blocks across the holes, one block (42..48) wholly dead
+    monkeypatch.setattr(store_module, "MASKED_READ_BYTES", 7 * 8)
+    data = open_store(tmp_path / "store").load("train")
+    live = [i for i in range(100) if i % 3 and not 40 <= i < 60]
+    assert data.features[:, 0, 0, 0].tolist() == [float(i) for i in live]
+    assert data.paths.tolist() == [f"x/{i:03d}.jpg" for i in live]
