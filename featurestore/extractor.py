@@ -34,11 +34,12 @@ class Extractor:
 
     An image's features are bit-identical whatever shares its batch, wherever it sits in it and
     whatever the batch size: that is what lets an interrupted extraction resume into exactly the
-    uninterrupted result, and the Ray engine reproduce the local one. Two things make it so:
-    every batch is padded to `batch_size`, and one more zero image (`GUARD_IMAGES`) follows it.
-    The convolution kernels compute the last rows of a batch (the tail of their row blocking)
-    with another instruction sequence, a few ulps away; the guard takes that tail, so no real
-    image is ever in it. It costs 1/(batch_size + 1) of the model's time.
+    uninterrupted result, and the Ray engine reproduce the local one. One zero image
+    (`GUARD_IMAGES`) follows every batch: the convolution kernels compute the last rows of a
+    batch (the tail of their row blocking) with another instruction sequence, a few ulps away;
+    the guard takes that tail, so no real image is ever in it. It costs 1/(batch_size + 1) of
+    the model's time. On a GPU, where kernels are chosen by shape, partial batches are also
+    padded to `batch_size`.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class Extractor:
         self.seed = seed
         self._model: Any = None
         self._fingerprint: Fingerprint | None = None
+        self._pad: bool | None = None
 
     @classmethod
     def from_fingerprint(
@@ -201,12 +203,22 @@ class Extractor:
         for start in range(0, n, self.batch_size):
             chunk = batch[start : start + self.batch_size]
             real = len(chunk)
-            pad = self.batch_size - real + GUARD_IMAGES
+            pad = (self.batch_size - real if self._pads_batches() else 0) + GUARD_IMAGES
             chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
             out = self.model.predict_on_batch(chunk)
             out = out if isinstance(out, list | tuple) else [out]
             results.append([np.asarray(o, np.float32)[:real] for o in out])
         return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+
+    def _pads_batches(self) -> bool:
+        """Whether a partial batch is padded to `batch_size`: on a GPU, where kernels are
+        chosen by the batch's shape. On a CPU the guard image alone makes an image's maps the
+        same at any batch size, and a nightly run of 40 new images computes 42, not 66."""
+        if self._pad is None:
+            from featurestore.hardware import device_kind
+
+            self._pad = device_kind() == "gpu"
+        return self._pad
 
     def embed_files(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[str | None]]:
         """Main-layer features of image files; a failed file gets zeros and its reason."""

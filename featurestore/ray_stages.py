@@ -132,8 +132,8 @@ def extractor_settings(extractor: Extractor) -> dict[str, Any]:
 
 
 class ModelStage:
-    """One model per actor: embeds the batch's decoded rows in the extractor's fixed padded batch
-    shapes, so every image's maps are bit-identical to the local engine's."""
+    """One model per actor: embeds the batch's decoded rows with the local engine's
+    `Extractor`, so every image's maps are bit-identical to the local engine's."""
 
     def __init__(
         self, settings: dict[str, Any], fingerprint: Fingerprint, store: str, recorded: Fingerprint | None
