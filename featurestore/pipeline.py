@@ -38,7 +38,7 @@ from featurestore.progress import Progress
 from featurestore.signals import StopOnSignal
 from featurestore.splits import SplitFractions, split_of
 from featurestore.stages import StageTimes
-from featurestore.store import FeatureStore
+from featurestore.store import FeatureStore, LiveIds
 from featurestore.writer import Row, StoreWriter
 
 #: Files per call to a decode process: amortises the inter-process round trip.
@@ -69,7 +69,7 @@ class _Decoded:
 class _Known:
     """Ids whose maps are known: the store's, and the id the task's path has now."""
 
-    ids: set[str]
+    ids: LiveIds | set[str]
     current: str | None
 
     def __contains__(self, image_id: object) -> bool:
@@ -245,8 +245,8 @@ class Pipeline:
         self.recorded = recorded_fingerprint(writer, current)
         # {relpath: id} and the ids of the live rows: built by `process` when there are tasks
         # (a no-change run over a million rows makes none of these strings)
-        self.live_ids: dict[str, str] = {}
-        self.known_ids: set[str] = set()
+        self.live_ids: LiveIds | dict[str, str] = {}
+        self.known_ids: LiveIds | set[str] = set()
         self.pending: list[Row] = []
         self.in_flight: dict[str, dict[str, np.ndarray]] = {}  # id -> maps, handed to the writer
         self.failures: dict[str, dict[str, Any]] = {}
@@ -259,8 +259,7 @@ class Pipeline:
 
     def process(self, tasks: list[Task], stop: StopOnSignal) -> None:
         if tasks:  # before the writer thread starts: it adds to known_ids
-            self.live_ids = self.current.live_ids_by_path()
-            self.known_ids = set(self.live_ids.values())
+            self.live_ids = self.known_ids = self.current.live_id_lookup()
         bar = self.progress or Progress(len(tasks), label="extract", enabled=self.settings.progress)
         batch: list[_Decoded] = []
         self._committer = _Committer(self.writer, self._committed, self.times)

@@ -7,6 +7,7 @@ the pieces committed at that instant; later commits are seen by opening again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,11 +30,11 @@ from featurestore.format import (
     map_datasets,
     read_manifest,
 )
-from featurestore.index import load_rows
+from featurestore.index import Rows, load_rows
 from featurestore.splits import SPLITS, SplitFractions
 from featurestore.vgg16 import output_shape
 
-__all__ = ["FeatureSet", "FeatureStore", "StoreError", "StoredImage", "is_store", "open_store"]
+__all__ = ["FeatureSet", "FeatureStore", "LiveIds", "StoreError", "StoredImage", "is_store", "open_store"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,13 @@ class StoredImage(NamedTuple):
         return Path(os.path.join(self.root, self.relpath))
 
 
+#: Bytes of the buffer a split read with dead rows between its live ones reads through (a
+#: power of two: with power-of-two rows its blocks start on the 1 MiB chunks' boundaries).
+MASKED_READ_BYTES = 32 << 20
+
+#: Pieces `maps_of_id` keeps open (read-only handles; a piece never changes once committed).
+OPEN_PIECES = 4
+
 # (piece number, start row, stop row, live mask within [start, stop)) of one contiguous read
 _Selection = tuple[int, int, int, np.ndarray]
 
@@ -86,7 +94,8 @@ class FeatureStore:
         #: every committed row's small columns, in piece order, and which of them are live
         self.rows, self.live = load_rows(self.path, manifest)
         self._starts = np.searchsorted(self.rows.piece, np.arange(len(manifest.pieces) + 1))
-        self._by_id: dict[str, int] | None = None
+        self._by_id: dict[bytes, int] | None = None
+        self._handles: dict[int, h5py.File] = {}  # open pieces for maps_of_id, oldest first
 
     # -- metadata -----------------------------------------------------------------------
     @property
@@ -179,6 +188,10 @@ class FeatureStore:
         earlier_ids = set(_as_bytes(earlier.rows.ids[earlier.live]))
         added = np.fromiter((i not in earlier_ids for i in _as_bytes(self.rows.ids[at])), bool, at.size)
         return set(self.rows.ids_hex(at[added]))
+
+    def live_id_lookup(self) -> LiveIds:
+        """The live rows' ids by relpath, and a set of ids that grows (see `LiveIds`)."""
+        return LiveIds(self.rows, self.live)
 
     def live_ids_by_path(self) -> dict[str, str]:
         """{relpath: image id} of the live rows."""
@@ -311,22 +324,13 @@ class FeatureStore:
         """Maps of one piece, HDF5's fletcher32 checked; damage is named, never served. With
         `out`, a slice is read straight into it (no second copy; HDF5 converts float16)."""
         path = self._piece_path(piece)
-        try:
-            with h5py.File(path, "r") as f:
-                if out is None:
-                    return f[name][rows]
-                f[name].read_direct(out, source_sel=rows)
-                return out
-        except FileNotFoundError:
-            raise StoreError(
-                f"{path}: committed piece is missing (replaced since this reader opened the store? "
-                "open it again; else run `featurestore verify`)"
-            ) from None
-        except (OSError, KeyError) as exc:
-            raise StoreError(
-                f"{path}: {name} cannot be read, the piece is damaged ({exc}); "
-                "run `featurestore extract --repair` to recompute its rows"
-            ) from None
+        with _read_errors(path, name), h5py.File(path, "r") as f:
+            if isinstance(rows, slice):
+                _prefetch(path, f[name], rows)
+            if out is None:
+                return f[name][rows]
+            f[name].read_direct(out, source_sel=rows)
+            return out
 
     def _read(self, selections: list[_Selection], name: str) -> FeatureSet:
         shape = self._shape_of(name)
@@ -334,12 +338,16 @@ class FeatureStore:
         features = np.empty((total, *shape), dtype=np.float32)
         picked = []
         at = 0
+        buffer: np.ndarray | None = None
         for piece, start, stop, mask in selections:
             n = int(mask.sum())
             if n == stop - start:  # one contiguous read, straight into the result
                 self._read_maps(piece, name, np.s_[start:stop], out=features[at : at + n])
-            else:
-                features[at : at + n] = self._read_maps(piece, name, slice(start, stop))[mask]
+            else:  # dead rows between: blocks through one reused buffer, live rows kept
+                if buffer is None:
+                    block = max(1, MASKED_READ_BYTES // max(1, features[:1].nbytes))
+                    buffer = np.empty((block, *shape), dtype=np.float32)
+                self._read_masked(piece, name, start, stop, mask, buffer, features[at : at + n])
             at += n
             lo = int(self._starts[piece])
             picked.append(lo + start + np.flatnonzero(mask))
@@ -356,6 +364,31 @@ class FeatureStore:
             class_names=self.class_names,
         )
 
+    def _read_masked(
+        self,
+        piece: int,
+        name: str,
+        start: int,
+        stop: int,
+        mask: np.ndarray,
+        buffer: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        """The rows of [start, stop) where `mask` holds, into `out`: blocks aligned to the
+        buffer's length read into `buffer` (no new memory a block, where slicing then indexing
+        allocated the whole range twice); a block with no live row is not read."""
+        block = len(buffer)
+        at = 0
+        for lo in range(start - start % block, stop, block):
+            lo, hi = max(lo, start), min(lo + block, stop)
+            keep = mask[lo - start : hi - start]
+            k = int(keep.sum())
+            if not k:
+                continue
+            self._read_maps(piece, name, np.s_[lo:hi], out=buffer[: hi - lo])
+            np.compress(keep, buffer[: hi - lo], axis=0, out=out[at : at + k])
+            at += k
+
     def _shape_of(self, name: str) -> tuple[int, ...]:
         """The shape the pieces hold; VGG16's geometry for a store with no rows yet."""
         if self.manifest.pieces:
@@ -369,13 +402,104 @@ class FeatureStore:
 
     def maps_of_id(self, image_id: str) -> dict[str, np.ndarray] | None:
         """Every map stored for an image id (any row, live or not), or None if unknown."""
-        if self._by_id is None:  # built on first use: the newest row of each id wins
-            self._by_id = {h: i for i, h in enumerate(self.rows.ids_hex())}
-        at = self._by_id.get(image_id)
+        if self._by_id is None:  # built on first use (raw ids: no hex string per row); the
+            # newest row of each id wins, as dict keeps the last value of a repeated key
+            self._by_id = dict(zip(_as_bytes(self.rows.ids), range(len(self.rows)), strict=True))
+        at = self._by_id.get(_raw_id(image_id))
         if at is None:
             return None
         piece, row = int(self.rows.piece[at]), int(self.rows.row[at])
-        return {name: self._read_maps(piece, name, row) for name in map_datasets(self.fingerprint)}
+        path = self._piece_path(piece)
+        with _read_errors(path, "maps"):
+            f = self._handle(piece)
+            return {name: f[name][row] for name in map_datasets(self.fingerprint)}
+
+    def _handle(self, piece: int) -> h5py.File:
+        """An open piece for single-row reads, the last few kept open: a run that reuses the maps
+        of thousands of known images opens each piece once, not once a row (~1 ms each)."""
+        handle = self._handles.pop(piece, None)
+        if handle is None:
+            handle = h5py.File(self._piece_path(piece), "r")
+            while len(self._handles) >= OPEN_PIECES:
+                self._handles.pop(next(iter(self._handles))).close()
+        self._handles[piece] = handle  # most recently used last
+        return handle
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path, name: str) -> Iterator[None]:
+    """A missing or damaged piece as one StoreError naming it; its maps are never served."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise StoreError(
+            f"{path}: committed piece is missing (replaced since this reader opened the store? "
+            "open it again; else run `featurestore verify`)"
+        ) from None
+    except (OSError, KeyError) as exc:
+        raise StoreError(
+            f"{path}: {name} cannot be read, the piece is damaged ({exc}); "
+            "run `featurestore extract --repair` to recompute its rows"
+        ) from None
+
+
+def _prefetch(path: Path, dataset: h5py.Dataset, rows: slice) -> None:
+    """Ask the kernel to read the chunks of `rows` ahead (posix_fadvise WILLNEED): HDF5 reads one
+    chunk a call, and from a cold cache those reads would each wait for the disk."""
+    start, stop, _ = rows.indices(dataset.shape[0])
+    chunk = dataset.chunks[0] if dataset.chunks else 0
+    if not chunk or stop - start <= chunk or not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        first = dataset.id.get_chunk_info_by_coord((start // chunk * chunk, *[0] * (dataset.ndim - 1)))
+        last = dataset.id.get_chunk_info_by_coord(((stop - 1) // chunk * chunk, *[0] * (dataset.ndim - 1)))
+    except (AttributeError, KeyError, ValueError, RuntimeError):  # an older HDF5: no chunk info
+        return
+    if first.byte_offset is None or last.byte_offset is None:
+        return
+    low = min(first.byte_offset, last.byte_offset)
+    high = max(first.byte_offset + first.size, last.byte_offset + last.size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, low, high - low, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
+class LiveIds:
+    """What a run asks of the live rows' ids: the id of a relpath (`get`) and whether an id is
+    known (``in``; `add` the ids committed since). Built from the index arrays in C-level passes:
+    a hex string is made only for a relpath asked about, never one per stored row."""
+
+    def __init__(self, rows: Rows, live: np.ndarray) -> None:
+        at = np.flatnonzero(live)
+        self._row_of = dict(zip(rows.paths[at].tolist(), at.tolist(), strict=True))
+        self._ids = rows.ids
+        self._known = set(_as_bytes(rows.ids[at]))
+
+    def get(self, relpath: str, default: str | None = None) -> str | None:
+        """The hex id of `relpath`'s live row, or `default`."""
+        row = self._row_of.get(relpath)
+        return default if row is None else self._ids[row].tobytes().hex()
+
+    def __contains__(self, image_id: object) -> bool:
+        raw = _raw_id(image_id)
+        return raw is not None and raw in self._known
+
+    def add(self, image_id: str) -> None:
+        raw = _raw_id(image_id)
+        if raw is not None:
+            self._known.add(raw)
+
+
+def _raw_id(image_id: object) -> bytes | None:
+    """A hex id's 32 bytes; None for anything that is not one."""
+    if not isinstance(image_id, str) or len(image_id) != 64:
+        return None
+    try:
+        return bytes.fromhex(image_id)
+    except ValueError:
+        return None
 
 
 def _as_bytes(ids: np.ndarray) -> list[bytes]:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from featurestore.fingerprint import Fingerprint
 from featurestore.plan import plan_extraction
@@ -132,3 +133,57 @@ def test_no_gpu_device_node_means_no_backend_probe(tmp_path: Path) -> None:
     assert gpu_possible(nodes) is False
     (tmp_path / "nvidia0").touch()
     assert gpu_possible(nodes) is True
+
+
+def test_the_live_id_lookup_answers_as_the_dicts_it_replaces(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    files = tree(root)
+    kwargs = dict(
+        fingerprint=FP, split_fractions=SplitFractions(), source_root=str(root), class_names=("cats", "dogs")
+    )
+    with StoreWriter(tmp_path / "store", **kwargs) as writer:
+        writer.commit_rows([row(p, root, "cats", i) for i, p in enumerate(files)])
+        writer.commit_rows([row(files[0], root, "cats", 11)], deleted=[files[1].relative_to(root).as_posix()])
+    store = open_store(tmp_path / "store")
+    lookup = store.live_id_lookup()
+    by_path = store.live_ids_by_path()
+    for path in files:
+        relpath = path.relative_to(root).as_posix()
+        assert lookup.get(relpath) == by_path.get(relpath)
+    assert lookup.get("not/there.jpg") is None
+    assert all(image_id in lookup for image_id in store.live_ids())
+    dead = f"{1:064x}"  # files[1]'s row, deleted: its maps are still there, it is not live
+    assert dead not in lookup and store.maps_of_id(dead) is not None
+    assert "not hex" not in lookup and store.maps_of_id("not hex") is None
+    lookup.add(f"{99:064x}")
+    assert f"{99:064x}" in lookup
+    assert float(store.maps_of_id(f"{11:064x}")["features"].ravel()[0]) == 11.0
+
+
+def test_a_split_with_dead_rows_between_reads_its_live_rows_through_small_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import featurestore.store as store_module
+
+    kwargs = dict(fingerprint=FP, split_fractions=SplitFractions(), source_root="/src", class_names=("cats",))
+
+    def numbered(i: int) -> Row:
+        return Row(
+            relpath=f"x/{i:03d}.jpg",
+            image_id=f"{i:064x}",
+            label="cats",
+            split="train",
+            size=1,
+            mtime_ns=i,
+            maps={"features": np.full((1, 1, 2), i, np.float32)},
+        )
+
+    with StoreWriter(tmp_path / "store", **kwargs) as writer:
+        writer.commit_rows([numbered(i) for i in range(100)])
+        writer.commit_rows([], deleted=[f"x/{i:03d}.jpg" for i in range(100) if i % 3 == 0 or 40 <= i < 60])
+    # 7 rows a block: blocks across the holes, one block (42..48) wholly dead
+    monkeypatch.setattr(store_module, "MASKED_READ_BYTES", 7 * 8)
+    data = open_store(tmp_path / "store").load("train")
+    live = [i for i in range(100) if i % 3 and not 40 <= i < 60]
+    assert data.features[:, 0, 0, 0].tolist() == [float(i) for i in live]
+    assert data.paths.tolist() == [f"x/{i:03d}.jpg" for i in live]
