@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +40,29 @@ while not stop.exists():
 
 
 def torn_maps(image_id: str, versions: list[bytes], extractor: Extractor) -> np.ndarray:
-    """The maps of the bytes a read that crossed a rewrite saw: the start of one content and
-    the rest of the other (the kernel copies a page in order, so a torn read has one seam).
-    Its id must be the sha256 of such bytes, and its maps theirs."""
-    first, second = versions
+    """The maps of the bytes a read that crossed rewrites saw. The kernel copies a page in
+    order, so a torn read is one content with a run of the other's bytes: a seam (the rest is
+    the other content) or, rarely, two (the rewriter wrote twice during one copy, seen under
+    load). Its id must be the sha256 of such bytes, and its maps theirs."""
+    for data in _torn(*versions):
+        if hashlib.sha256(data).hexdigest() == image_id:
+            pixels = decode_image(data, SIZE).astype(np.float32)
+            return extractor.embed(pixels[None])["features"][0]
+    raise AssertionError(f"id {image_id} of no content the file ever had, whole or torn")
+
+
+def _torn(first: bytes, second: bytes) -> Iterator[bytes]:
+    """Every way one read can tear between two contents: one seam first, then two."""
     for a, b in ((first, second), (second, first)):
         for seam in range(1, len(a)):
-            data = a[:seam] + b[seam:]
-            if hashlib.sha256(data).hexdigest() == image_id:
-                pixels = decode_image(data, SIZE).astype(np.float32)
-                return extractor.embed(pixels[None])["features"][0]
-    raise AssertionError(f"id {image_id} of no content the file ever had, whole or torn")
+            yield a[:seam] + b[seam:]
+    # only seams where the contents differ make new bytes
+    differ = [i for i in range(len(first)) if first[i] != second[i]]
+    for a, b in ((first, second), (second, first)):
+        for k, start in enumerate(differ):
+            head = a[:start]
+            for end in differ[k + 1 :]:
+                yield head + b[start:end] + a[end:]
 
 
 @pytest.fixture(scope="module")
