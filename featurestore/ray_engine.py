@@ -164,7 +164,7 @@ class RayRun:
         self.extractor = extractor
         self.writer = writer
         self.current = current
-        self.live_ids = {row["paths"]: row["ids"] for row in current.live_rows()}
+        self.live_ids = current.live_ids_by_path()
         self.recorded = recorded_fingerprint(writer, current)
         self.versions: tuple[tuple[str, str], ...] | None = None  # of the model actors
         self.known_ids = set(self.live_ids.values())
