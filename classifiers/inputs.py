@@ -20,6 +20,7 @@ from classifiers.errors import PredictError
 
 if TYPE_CHECKING:
     from featurestore.fingerprint import Fingerprint
+    from featurestore.store import FeatureStore
 
 #: Images embedded or decoded per call: bounds memory (150x150 RGB float32: 270 KB each).
 EMBED_CHUNK = 256
@@ -93,15 +94,21 @@ def decoded_images(paths: list[str], size: int) -> tuple[np.ndarray, list[str | 
     return images, errors
 
 
+def require_same_features(store: FeatureStore, fingerprint: Fingerprint, source: Path) -> None:
+    """Refuse a store whose maps do not mean what the model's `fingerprint` says
+    (`Fingerprint.feature_differences`, the one definition)."""
+    differences = store.fingerprint.feature_differences(fingerprint)
+    if differences:
+        raise PredictError(f"{source}: store features differ from the model's ({'; '.join(differences)})")
+
+
 def store_maps(fingerprint: Fingerprint, source: Path) -> Iterator[InputChunk]:
     """The main maps of every row of the store `source`, refused unless they mean what the
     model's `fingerprint` says (`Fingerprint.feature_differences`, the one definition)."""
     import featurestore
 
     store = featurestore.open_store(source)
-    differences = store.fingerprint.feature_differences(fingerprint)
-    if differences:
-        raise PredictError(f"{source}: store features differ from the model's ({'; '.join(differences)})")
+    require_same_features(store, fingerprint, source)
     for batch in store.iter_batches(None, batch_size=STORE_CHUNK):
         labels = [store.class_names[i] if i >= 0 else "" for i in batch.labels]
         yield InputChunk(list(batch.paths), labels, batch.features, [None] * len(batch))
@@ -140,9 +147,7 @@ def feature_map_views(fingerprint: Fingerprint | None, source: Path, weights: st
                 f"{source}: the store has no flipped views for test-time flips (extract with "
                 "--flip-views, or predict on the image files)"
             )
-        differences = store.fingerprint.feature_differences(fingerprint)
-        if differences:
-            raise PredictError(f"{source}: store features differ from the model's ({'; '.join(differences)})")
+        require_same_features(store, fingerprint, source)
         batches = store.iter_batches(None, batch_size=STORE_CHUNK)
         mirrors = store.iter_batches(None, batch_size=STORE_CHUNK, flipped=True)
         for batch, mirror in zip(batches, mirrors, strict=True):
@@ -187,9 +192,7 @@ def feature_map_augmented(
                 f"{source}: the store has no augmented views for --tta views (extract with --views K, "
                 "or predict on the image files)"
             )
-        differences = store.fingerprint.feature_differences(fingerprint)
-        if differences:
-            raise PredictError(f"{source}: store features differ from the model's ({'; '.join(differences)})")
+        require_same_features(store, fingerprint, source)
         batches = store.iter_batches(None, batch_size=STORE_CHUNK)
         per_view = [
             store.iter_batches(None, batch_size=STORE_CHUNK, view=k) for k in range(1, store.views + 1)
