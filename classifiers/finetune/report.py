@@ -27,12 +27,22 @@ class FinetuneReport:
         t = self.training
         resumed = f", resumed after epoch {t['resumed_from']}" if t["resumed_from"] else ""
         lines = [
-            f"fine-tuned {t['unfreeze']}+head from {t['inputs']} in {self.seconds:.1f} s: {t['epochs_run']} "
-            f"epochs ({t['mean_epoch_seconds']:.1f} s each), best epoch {t['best_epoch']}{resumed}; "
-            f"model: {self.model_path}"
+            f"fine-tuned {t['unfreeze']}+head from {t['inputs']}{_drawn_from(t)} in {self.seconds:.1f} s: "
+            f"{t['epochs_run']} epochs ({t['mean_epoch_seconds']:.1f} s each), "
+            f"best epoch {t['best_epoch']}{resumed}; model: {self.model_path}"
         ]
         for split, metrics in self.metrics.items():
             head = self.head_metrics.get(split, {}).get("accuracy")
             versus = f" (head alone: {head:.4f})" if head is not None else ""
             lines += [f"[{split}] accuracy {metrics['accuracy']:.4f}{versus}", format_metrics(metrics)]
         return "\n".join(lines)
+
+
+def _drawn_from(training: dict[str, Any]) -> str:
+    """' and their stored views (...)' when the cached path drew from them."""
+    views = training.get("cached_views")
+    if not views:
+        return ""
+    kinds = ["flipped"] if views["flipped_views"] else []
+    kinds += [f"{views['augmented_views']} augmented"] if views["augmented_views"] else []
+    return f" and their stored views ({' + '.join(kinds)})"
