@@ -136,6 +136,29 @@ def test_same_features_and_summaries_as_the_local_engine_run_after_run(cluster: 
     assert (third.computed, third.retried, third.failed) == (0, 1, 1)  # the empty file, again
 
 
+def test_augmented_and_flipped_views_are_the_local_engines_bit_for_bit(cluster: str, tmp_path: Path) -> None:
+    source = make_tree(tmp_path / "images", 6)
+    views = {"views": 2, "flip_views": True, "extra_layers": ("block4_pool",)}
+    stores = {engine: tmp_path / engine for engine in ("local", "ray")}
+    for engine, store in stores.items():
+        assert run_extract(config(source, store, engine, **views)).computed == 6
+    opened = {engine: open_store(store) for engine, store in stores.items()}
+    assert opened["ray"].fingerprint.views == 2 and opened["ray"].fingerprint.flip_views
+    reads = [{"layer": layer} for layer in (None, "block4_pool")]
+    reads += [{"layer": layer, "flipped": True} for layer in (None, "block4_pool")]
+    reads += [{"layer": layer, "view": k} for layer in (None, "block4_pool") for k in (1, 2)]
+    for where in reads:
+        maps = {}
+        for engine, store in opened.items():
+            data = store.load(**where)
+            maps[engine] = dict(zip(data.paths, data.features, strict=True))
+        assert len(maps["ray"]) == 6, where
+        assert_same_features(maps["ray"], maps["local"])
+    # the views are views: another map than the image's own
+    assert not np.array_equal(opened["ray"].load(view=1).features, opened["ray"].load().features)
+    assert verify_store(stores["ray"]) == ([], [])
+
+
 def test_sigterm_then_sigkill_of_the_driver_then_resume(cluster: str, tmp_path: Path) -> None:
     source = make_tree(tmp_path / "images", 40)
     reference = tmp_path / "reference"
