@@ -169,6 +169,7 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(
     assert reports[0]["training"]["resumed_from"] >= 1 and reports[1]["training"]["resumed_from"] == 0
     for report in reports:
         assert report["training"]["cached_views"] == {"flipped_views": True, "augmented_views": VIEWS}
+    assert f"and their stored views (flipped + {VIEWS} augmented)" in once.stdout
     meta = [json.loads((out / "metadata.json").read_text()) for out in (resumed, whole)]
     assert meta[0]["training"]["history"] == meta[1]["training"]["history"]
     assert meta[0]["training"]["cached_views"] == meta[1]["training"]["cached_views"]
