@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import compress, repeat
-from operator import attrgetter, itemgetter, methodcaller, not_
+from itertools import compress, islice, repeat
+from operator import attrgetter, itemgetter, lt, methodcaller, not_
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -149,10 +149,14 @@ def _discover_folder(root: Path, *, labeled: bool, stat: bool) -> Source:
                 # Keras ignores these too; say so instead of dropping them silently.
                 reason = "image directly in the root of a class-folder source"
                 skipped.append((_printable(entry.name), reason))
-    # Sorted by relpath through one permutation applied to every column (C-level passes).
-    order = sorted(range(len(found.relpaths)), key=found.relpaths.__getitem__)
-    # (itemgetter of one index gives the item, of none raises: fewer than two need no order)
-    pick: Callable[[list[Any]], tuple[Any, ...]] = itemgetter(*order) if len(order) > 1 else tuple
+    # Sorted by relpath. The walk lists each folder's names in order, files before subfolders,
+    # which is relpath order in the usual tree (no name with a character below "/" beside a
+    # folder's name): checked in one C-level pass. Otherwise one permutation, applied to every
+    # column.
+    pick: Callable[[list[Any]], tuple[Any, ...]] = tuple
+    if not all(map(lt, found.relpaths, islice(found.relpaths, 1, None))):
+        order = sorted(range(len(found.relpaths)), key=found.relpaths.__getitem__)
+        pick = itemgetter(*order)  # (two or more: the list was out of order)
     relpaths, locations, labels, sizes, mtime_ns = map(pick, found.columns())
     # tuple.__new__ straight from C: a million SourceImage in a fraction of a second.
     images = tuple(map(tuple.__new__, repeat(SourceImage), zip(locations, relpaths, labels, strict=True)))
@@ -260,14 +264,17 @@ def _add_folder(
     lowered = map(str.lower, map(_name, files))
     candidates = list(compress(files, map(_is_image_name, lowered)))
     regular = list(map(os.DirEntry.is_file, candidates))
-    images = list(compress(candidates, regular)) if not all(regular) else candidates
+    images = list(compress(candidates, regular))
+    images.sort(key=_name)  # in relpath order, as a rule (see `_discover_folder`)
     image_names = list(map(_name, images))
     stats = list(map(os.DirEntry.stat, images)) if stat else None
     prefix, base = where.prefix, where.base
     passed = [
         _not_an_image(e, prefix + e.name, base) for e, r in zip(candidates, regular, strict=True) if not r
     ]
-    folders = [_subfolder(entry, where, passed) for entry in compress(entries, is_dir)]
+    # Walked in name order: the stack pops the last one first.
+    subfolders = sorted(compress(entries, is_dir), key=_name, reverse=True)
+    folders = [_subfolder(entry, where, passed) for entry in subfolders]
     # Nothing has been added yet: from here on nothing raises.
     relpaths = list(map(prefix.__add__, image_names))
     if not all(map(str.isascii, relpaths)):
@@ -325,7 +332,7 @@ def _add_folder_per_entry(
     an unreadable entry is no folder, an image whose stat failed gets -1 (its reader says why)."""
     folders = []
     prefix, base = where.prefix, where.base
-    for entry in entries:
+    for entry in sorted(entries, key=_name):
         name = entry.name
         if name.startswith("."):
             continue
@@ -335,7 +342,7 @@ def _add_folder_per_entry(
             is_dir = False
         entry_rel = prefix + name
         if is_dir:
-            folders.append(_subfolder(entry, where, skipped))
+            folders.insert(0, _subfolder(entry, where, skipped))  # the stack pops the last first
             continue
         if not name.lower().endswith(_IMAGE_SUFFIXES):
             continue
