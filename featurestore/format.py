@@ -11,7 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import re
+import threading
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -193,56 +197,113 @@ def _parse(data: Any) -> Manifest:
         split_fractions = SplitFractions(**fractions)
     except (TypeError, ValueError) as exc:
         raise _Invalid(f"split_fractions: {exc}") from None
-    pieces = []
-    for i, piece in enumerate(_expect(data["pieces"], list, "pieces")):
-        where = f"pieces[{i}]"
-        _expect(piece, dict, where)
-        if set(piece) != {"file", "rows", "sha256", "generation"}:
-            raise _Invalid(f"{where} must have exactly file, rows, sha256, generation")
-        file = _expect(piece["file"], str, f"{where}.file")
-        if not _PIECE_FILE.match(file):
-            raise _Invalid(f"{where}.file {file!r} is not a file inside {PIECES}/")
-        sha256 = _expect(piece["sha256"], str, f"{where}.sha256")
-        if not _SHA256.match(sha256):
-            raise _Invalid(f"{where}.sha256 is not a sha256 hex digest")
-        pieces.append(
-            PieceInfo(
-                file=file,
-                rows=_count(piece["rows"], f"{where}.rows", 1),
-                sha256=sha256,
-                generation=_count(piece["generation"], f"{where}.generation", 1, generation),
-            )
-        )
-    if len({p.file for p in pieces}) != len(pieces):
-        raise _Invalid("pieces names a file twice")
+    pieces = _pieces(_expect(data["pieces"], list, "pieces"), generation)
     deleted = _expect(data.get("deleted", {}), dict, "deleted")
-    for relpath, at in deleted.items():
-        _count(at, f"deleted[{relpath!r}]", 0, generation)
+    if not _all_counts(deleted.values(), 0, generation):
+        for relpath, at in deleted.items():
+            _count(at, f"deleted[{relpath!r}]", 0, generation)
     failures = _expect(data.get("failures", {}), dict, "failures")
-    for relpath, failure in failures.items():
-        _expect(failure, dict, f"failures[{relpath!r}]")
-        _expect(failure.get("reason"), str, f"failures[{relpath!r}].reason")
+    if not (
+        _all_of_type(failures.values(), dict)
+        and _all_of_type([failure.get("reason") for failure in failures.values()], str)
+    ):
+        for relpath, failure in failures.items():
+            _expect(failure, dict, f"failures[{relpath!r}]")
+            _expect(failure.get("reason"), str, f"failures[{relpath!r}].reason")
     index = _parse_index(data.get("index"), generation, len(pieces))
-    retired = []
-    for i, entry in enumerate(_expect(data.get("retired", []), list, "retired")):
-        _expect(entry, dict, f"retired[{i}]")
-        file = _expect(entry.get("file"), str, f"retired[{i}].file")
-        if not _PIECE_FILE.match(file):
-            raise _Invalid(f"retired[{i}].file {file!r} is not a file inside {PIECES}/")
-        retired.append(RetiredPiece(file=file, until=_expect(entry.get("until"), str, f"retired[{i}].until")))
+    retired = _retired(_expect(data.get("retired", []), list, "retired"))
     return Manifest(
         generation=generation,
         fingerprint=fingerprint,
         class_names=tuple(class_names),
         source_root=_expect(data["source_root"], str, "source_root"),
         split_fractions=split_fractions,
-        pieces=tuple(pieces),
+        pieces=pieces,
         deleted=dict(deleted),
         failures=dict(failures),
         updated=_expect(data.get("updated", ""), str, "updated"),
         index=index,
-        retired=tuple(retired),
+        retired=retired,
     )
+
+
+# Bulk checks of the long lists (pieces, retired pieces, deletions): a few C-level passes and one
+# regex over all the names at once. Only when one fails are the entries checked one by one, for
+# the message that names the first wrong field.
+_PIECE_KEYS = {"file", "rows", "sha256", "generation"}
+_PIECE_FILES = re.compile(r"(?:pieces/[A-Za-z0-9][A-Za-z0-9._-]*\.h5\n)*")
+_SHA256S = re.compile(r"(?:[0-9a-f]{64}\n)*")
+
+
+def _all_match(names: list[Any], pattern: re.Pattern[str]) -> bool:
+    """Whether every name is a string and `pattern` (a repeat of name + newline) matches them all."""
+    if not _all_of_type(names, str):
+        return False
+    text = "\n".join(names) + "\n" if names else ""
+    # (a newline inside a name would pass as two names: counted)
+    return text.count("\n") == len(names) and pattern.fullmatch(text) is not None
+
+
+def _all_of_type(values: Any, kind: type) -> bool:
+    """Whether every value is exactly of `kind` (a bool is no int), in one C-level pass."""
+    return {kind}.issuperset(map(type, values))
+
+
+def _all_counts(values: Any, low: int, high: int) -> bool:
+    """Whether every value is an int (not a bool) within [low, high]."""
+    values = list(values)
+    return _all_of_type(values, int) and (not values or (min(values) >= low and max(values) <= high))
+
+
+def _pieces(entries: list[Any], generation: int) -> tuple[PieceInfo, ...]:
+    if (
+        _all_of_type(entries, dict)
+        and all(map(operator.eq, map(dict.keys, entries), repeat(_PIECE_KEYS)))
+        and _all_match(list(map(itemgetter("file"), entries)), _PIECE_FILES)
+        and _all_match(list(map(itemgetter("sha256"), entries)), _SHA256S)
+        and _all_counts(map(itemgetter("rows"), entries), 1, 2**63)
+        and _all_counts(map(itemgetter("generation"), entries), 1, generation)
+    ):
+        pieces = tuple(PieceInfo(**piece) for piece in entries)
+    else:
+        pieces = tuple(_piece(piece, f"pieces[{i}]", generation) for i, piece in enumerate(entries))
+    if len({p.file for p in pieces}) != len(pieces):
+        raise _Invalid("pieces names a file twice")
+    return pieces
+
+
+def _piece(piece: Any, where: str, generation: int) -> PieceInfo:
+    _expect(piece, dict, where)
+    if set(piece) != _PIECE_KEYS:
+        raise _Invalid(f"{where} must have exactly file, rows, sha256, generation")
+    file = _expect(piece["file"], str, f"{where}.file")
+    if not _PIECE_FILE.match(file):
+        raise _Invalid(f"{where}.file {file!r} is not a file inside {PIECES}/")
+    sha256 = _expect(piece["sha256"], str, f"{where}.sha256")
+    if not _SHA256.match(sha256):
+        raise _Invalid(f"{where}.sha256 is not a sha256 hex digest")
+    return PieceInfo(
+        file=file,
+        rows=_count(piece["rows"], f"{where}.rows", 1),
+        sha256=sha256,
+        generation=_count(piece["generation"], f"{where}.generation", 1, generation),
+    )
+
+
+def _retired(entries: list[Any]) -> tuple[RetiredPiece, ...]:
+    if _all_of_type(entries, dict):
+        files = [entry.get("file") for entry in entries]
+        until = [entry.get("until") for entry in entries]
+        if _all_match(files, _PIECE_FILES) and _all_of_type(until, str):
+            return tuple(RetiredPiece(file=f, until=u) for f, u in zip(files, until, strict=True))
+    retired = []
+    for i, entry in enumerate(entries):
+        _expect(entry, dict, f"retired[{i}]")
+        file = _expect(entry.get("file"), str, f"retired[{i}].file")
+        if not _PIECE_FILE.match(file):
+            raise _Invalid(f"retired[{i}].file {file!r} is not a file inside {PIECES}/")
+        retired.append(RetiredPiece(file=file, until=_expect(entry.get("until"), str, f"retired[{i}].until")))
+    return tuple(retired)
 
 
 def _parse_index(value: Any, generation: int, pieces: int) -> IndexInfo | None:
@@ -268,7 +329,13 @@ def _parse_index(value: Any, generation: int, pieces: int) -> IndexInfo | None:
 
 def read_manifest(store_dir: Path, name: str = MANIFEST) -> Manifest:
     """The validated manifest of a store (or its `REBUILD_MANIFEST`); `StoreError` naming the
-    field otherwise."""
+    field otherwise.
+
+    The file is read every time (a commit replaces it), but parsed and validated once per
+    content: a run that reads the same manifest several times (extract: before, during and
+    after its writer) parses it once. Keyed by the bytes themselves, not by a stat that a
+    replaced file could repeat, so a reader never gets another content than the file's.
+    """
     path = Path(store_dir) / name
     try:
         raw = path.read_bytes()
@@ -276,7 +343,22 @@ def read_manifest(store_dir: Path, name: str = MANIFEST) -> Manifest:
         raise StoreError(f"{store_dir}: not a feature store (no {MANIFEST})") from None
     except OSError as exc:
         raise StoreError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return Manifest.from_json(raw, path)
+    parsed = _parsed.get(raw)
+    if parsed is None:
+        parsed = Manifest.from_json(raw, path)
+        with _parsed_lock:  # a writer thread may read while the main thread does
+            while len(_parsed) >= _PARSED_KEPT:
+                del _parsed[next(iter(_parsed))]  # the oldest (dicts keep insertion order)
+            _parsed[raw] = parsed
+    # Its own dicts for each caller: a Manifest is frozen, its dicts are not.
+    return dataclasses.replace(parsed, deleted=dict(parsed.deleted), failures=dict(parsed.failures))
+
+
+#: Manifests parsed by `read_manifest`, by their bytes: the live and the rebuild manifest of a
+#: run, and the one or two before them (a few MB at most).
+_parsed: dict[bytes, Manifest] = {}
+_PARSED_KEPT = 4
+_parsed_lock = threading.Lock()
 
 
 def is_store(path: str | Path) -> bool:

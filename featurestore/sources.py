@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import itemgetter
+from itertools import compress, islice, repeat
+from operator import attrgetter, itemgetter, lt, methodcaller, not_
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -149,10 +149,14 @@ def _discover_folder(root: Path, *, labeled: bool, stat: bool) -> Source:
                 # Keras ignores these too; say so instead of dropping them silently.
                 reason = "image directly in the root of a class-folder source"
                 skipped.append((_printable(entry.name), reason))
-    # Sorted by relpath through one permutation applied to every column (C-level passes).
-    order = sorted(range(len(found.relpaths)), key=found.relpaths.__getitem__)
-    # (itemgetter of one index gives the item, of none raises: fewer than two need no order)
-    pick: Callable[[list[Any]], tuple[Any, ...]] = itemgetter(*order) if len(order) > 1 else tuple
+    # Sorted by relpath. The walk lists each folder's names in order, files before subfolders,
+    # which is relpath order in the usual tree (no name with a character below "/" beside a
+    # folder's name): checked in one C-level pass. Otherwise one permutation, applied to every
+    # column.
+    pick: Callable[[list[Any]], tuple[Any, ...]] = tuple
+    if not all(map(lt, found.relpaths, islice(found.relpaths, 1, None))):
+        order = sorted(range(len(found.relpaths)), key=found.relpaths.__getitem__)
+        pick = itemgetter(*order)  # (two or more: the list was out of order)
     relpaths, locations, labels, sizes, mtime_ns = map(pick, found.columns())
     # tuple.__new__ straight from C: a million SourceImage in a fraction of a second.
     images = tuple(map(tuple.__new__, repeat(SourceImage), zip(locations, relpaths, labels, strict=True)))
@@ -195,70 +199,174 @@ def _walk(
     ``above`` holds the resolved real paths of ``top`` and the folders above it. A folder whose
     real path is already in its own chain is a link loop: skipped, not walked again. A folder
     reached twice through different links (no loop) is walked twice, as ``os.walk`` would.
-    This loop runs once per file of the source: it calls no helper for a plain file, and with
-    ``stat`` its one `stat` is relative to the open folder (no path walk from the root).
+    With ``stat``, each image's one `stat` is relative to the open folder (no path walk from
+    the root). A folder's entries are sorted out in bulk (`_add_folder`); only a folder where
+    an entry's type or stat raised is gone through entry by entry (`_add_folder_per_entry`).
     """
-    extensions = IMAGE_EXTENSIONS
-    add_relpath, add_location = found.relpaths.append, found.locations.append
-    add_size, add_mtime = found.sizes.append, found.mtime_ns.append
     already = len(found.relpaths)
-    stack = [(top, top_rel, top_real, above)]
+    stack = [_Folder(top, top_rel, top_real, above)]
     while stack:
-        folder, rel, real, chain = stack.pop()
-        prefix = f"{rel}/" if rel else ""
-        base = folder if folder.endswith(os.sep) else folder + os.sep
+        where = stack.pop()
         try:
-            listing = _Listing(folder)
+            listing = _Listing(where.path)
         except OSError as error:
-            skipped.append((_printable(rel), f"{UNREADABLE_FOLDER} ({error.strerror or error})"))
+            skipped.append((_printable(where.rel), f"{UNREADABLE_FOLDER} ({error.strerror or error})"))
             continue
         with listing:
-            for entry in listing.entries:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                try:
-                    is_dir = entry.is_dir()
-                except OSError:  # unreadable: not a folder
-                    is_dir = False
-                entry_rel = prefix + name
-                if is_dir:
-                    # Only a link can lead elsewhere; a plain subfolder's real path is known
-                    # without a system call, which keeps large trees fast.
-                    link = entry.is_symlink()
-                    entry_real = os.path.realpath(base + name) if link else os.path.join(real, name)
-                    if entry_real in chain:
-                        skipped.append((_printable(entry_rel), "symbolic link loop"))
-                    else:
-                        stack.append((base + name, entry_rel, entry_real, chain | {entry_real}))
-                    continue
-                dot = name.rfind(".")  # os.path.splitext's answer for a name that is not hidden
-                if dot <= 0 or name[dot:].lower() not in extensions:
-                    continue
-                try:
-                    regular = entry.is_file()
-                except OSError:
-                    regular = False
-                if not regular:
-                    if entry.is_symlink() and not os.path.exists(base + name):
-                        skipped.append((_printable(entry_rel), "broken symbolic link"))
-                    else:
-                        skipped.append((_printable(entry_rel), "not a regular file"))
-                elif not (entry_rel.isascii() or _is_utf8(entry_rel)):
-                    skipped.append((_printable(entry_rel), NOT_UTF8))
-                else:
-                    size = mtime_ns = -1
-                    if stat:
-                        try:
-                            st = entry.stat()
-                            size, mtime_ns = st.st_size, st.st_mtime_ns
-                        except OSError:  # gone since listed: its reader says why
-                            pass
-                    add_relpath(entry_rel)
-                    add_location(base + name)
-                    add_size(size)
-                    add_mtime(mtime_ns)
+            try:
+                folders = _add_folder(listing.entries, where, found, skipped, stat=stat)
+            except OSError:
+                folders = _add_folder_per_entry(listing.entries, where, found, skipped, stat=stat)
+        stack.extend(folder for folder in folders if folder is not None)
     found.labels.extend(repeat(label, len(found.relpaths) - already))
+
+
+class _Folder(NamedTuple):
+    """A folder being listed: its path, relpath, resolved path and the resolved chain above it
+    (with itself): what `_walk` keeps on its stack."""
+
+    path: str
+    rel: str
+    real: str
+    chain: frozenset[str]
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.rel}/" if self.rel else ""
+
+    @property
+    def base(self) -> str:
+        return self.path if self.path.endswith(os.sep) else self.path + os.sep
+
+
+_IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
+_is_image_name = methodcaller("endswith", _IMAGE_SUFFIXES)  # of a lower-cased name
+_is_hidden = methodcaller("startswith", ".")
+_name = attrgetter("name")
+
+
+def _add_folder(
+    entries: list[os.DirEntry[str]],
+    where: _Folder,
+    found: _Found,
+    skipped: list[tuple[str, str]],
+    *,
+    stat: bool,
+) -> list[_Folder | None]:
+    """Add one folder's images to ``found`` column by column (C-level passes over the entries,
+    no Python statement per file), and return its subfolders to walk. Raises OSError, having
+    added nothing, when an entry's type or stat cannot be read: then go entry by entry."""
+    names = list(map(_name, entries))
+    if any(map(_is_hidden, names)):
+        entries = list(compress(entries, map(not_, map(_is_hidden, names))))
+    is_dir = list(map(os.DirEntry.is_dir, entries))
+    files = list(compress(entries, map(not_, is_dir)))
+    lowered = map(str.lower, map(_name, files))
+    candidates = list(compress(files, map(_is_image_name, lowered)))
+    regular = list(map(os.DirEntry.is_file, candidates))
+    images = list(compress(candidates, regular))
+    images.sort(key=_name)  # in relpath order, as a rule (see `_discover_folder`)
+    image_names = list(map(_name, images))
+    stats = list(map(os.DirEntry.stat, images)) if stat else None
+    prefix, base = where.prefix, where.base
+    passed = [
+        _not_an_image(e, prefix + e.name, base) for e, r in zip(candidates, regular, strict=True) if not r
+    ]
+    # Walked in name order: the stack pops the last one first.
+    subfolders = sorted(compress(entries, is_dir), key=_name, reverse=True)
+    folders = [_subfolder(entry, where, passed) for entry in subfolders]
+    # Nothing has been added yet: from here on nothing raises.
+    relpaths = list(map(prefix.__add__, image_names))
+    if not all(map(str.isascii, relpaths)):
+        utf8 = list(map(_is_utf8, relpaths))
+        passed.extend((_printable(relpath), NOT_UTF8) for relpath in compress(relpaths, map(not_, utf8)))
+        relpaths = list(compress(relpaths, utf8))
+        image_names = list(compress(image_names, utf8))
+        stats = list(compress(stats, utf8)) if stats is not None else None
+    found.relpaths.extend(relpaths)
+    found.locations.extend(map(base.__add__, image_names))
+    if stats is not None:
+        found.sizes.extend(map(_size, stats))
+        found.mtime_ns.extend(map(_mtime_ns, stats))
+    else:
+        found.sizes.extend(repeat(-1, len(relpaths)))
+        found.mtime_ns.extend(repeat(-1, len(relpaths)))
+    skipped.extend(passed)
+    return folders
+
+
+_size = attrgetter("st_size")
+_mtime_ns = attrgetter("st_mtime_ns")
+
+
+def _not_an_image(entry: os.DirEntry[str], entry_rel: str, base: str) -> tuple[str, str]:
+    """Why an entry with an image's name is passed over: it is no regular file."""
+    if entry.is_symlink() and not os.path.exists(base + entry.name):
+        return (_printable(entry_rel), "broken symbolic link")
+    return (_printable(entry_rel), "not a regular file")
+
+
+def _subfolder(entry: os.DirEntry[str], where: _Folder, skipped: list[tuple[str, str]]) -> _Folder | None:
+    """A subfolder to walk, or None (skipped) when it leads back into its own chain: a loop.
+
+    Only a link can lead elsewhere; a plain subfolder's real path is known without a system
+    call, which keeps large trees fast."""
+    name, entry_rel = entry.name, where.prefix + entry.name
+    link = entry.is_symlink()
+    entry_real = os.path.realpath(where.base + name) if link else os.path.join(where.real, name)
+    if entry_real in where.chain:
+        skipped.append((_printable(entry_rel), "symbolic link loop"))
+        return None
+    return _Folder(where.base + name, entry_rel, entry_real, where.chain | {entry_real})
+
+
+def _add_folder_per_entry(
+    entries: list[os.DirEntry[str]],
+    where: _Folder,
+    found: _Found,
+    skipped: list[tuple[str, str]],
+    *,
+    stat: bool,
+) -> list[_Folder | None]:
+    """`_add_folder` one entry at a time, for a folder where some entry's type or stat raised:
+    an unreadable entry is no folder, an image whose stat failed gets -1 (its reader says why)."""
+    folders = []
+    prefix, base = where.prefix, where.base
+    for entry in sorted(entries, key=_name):
+        name = entry.name
+        if name.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir()
+        except OSError:  # unreadable: not a folder
+            is_dir = False
+        entry_rel = prefix + name
+        if is_dir:
+            folders.insert(0, _subfolder(entry, where, skipped))  # the stack pops the last first
+            continue
+        if not name.lower().endswith(_IMAGE_SUFFIXES):
+            continue
+        try:
+            regular = entry.is_file()
+        except OSError:
+            regular = False
+        if not regular:
+            skipped.append(_not_an_image(entry, entry_rel, base))
+        elif not (entry_rel.isascii() or _is_utf8(entry_rel)):
+            skipped.append((_printable(entry_rel), NOT_UTF8))
+        else:
+            size = mtime_ns = -1
+            if stat:
+                try:
+                    st = entry.stat()
+                    size, mtime_ns = st.st_size, st.st_mtime_ns
+                except OSError:  # gone since listed: its reader says why
+                    pass
+            found.relpaths.append(entry_rel)
+            found.locations.append(base + name)
+            found.sizes.append(size)
+            found.mtime_ns.append(mtime_ns)
+    return folders
 
 
 class _Listing:

@@ -187,3 +187,60 @@ def test_a_split_with_dead_rows_between_reads_its_live_rows_through_small_blocks
     live = [i for i in range(100) if i % 3 and not 40 <= i < 60]
     assert data.features[:, 0, 0, 0].tolist() == [float(i) for i in live]
     assert data.paths.tolist() == [f"x/{i:03d}.jpg" for i in live]
+
+
+def odd_folder(folder: Path) -> None:
+    """Every kind of entry a folder can hold, with fixed sizes and mtimes."""
+    folder.mkdir(parents=True)
+    for i, name in enumerate(
+        ["b.jpg", "A.PNG", "c.jpeg.gif", "d.Webp", "e.bmp", "x.txt", ".hidden.jpg", "f"]
+    ):
+        (folder / name).write_bytes(b"y" * (i + 3))
+        os.utime(folder / name, ns=(7, 1_000_000_000 * i + 11))
+    (folder / "sub.jpg").mkdir()  # a folder with an image's name is walked, not read
+    (folder / "sub.jpg" / "in.jpg").write_bytes(b"z")
+    os.utime(folder / "sub.jpg" / "in.jpg", ns=(7, 8))
+    (folder / "fifo.jpg").mkdir()
+    os.rmdir(folder / "fifo.jpg")
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "gone.png").symlink_to(folder / "nowhere.png")
+    (folder / "link.jpg").symlink_to(folder / "b.jpg")
+    (folder / "back").symlink_to(folder)  # a loop
+
+
+def test_a_folder_listed_entry_by_entry_gives_what_the_bulk_listing_gives(tmp_path: Path) -> None:
+    """A link to itself makes `is_dir` raise (ELOOP): that folder is gone through entry by entry,
+    its twin without the link in bulk; both give the same images, stats and skip reasons."""
+    root = tmp_path / "src"
+    odd_folder(root / "bulk")
+    odd_folder(root / "each")
+    (root / "each" / "self.jpg").symlink_to(root / "each" / "self.jpg")
+    with pytest.raises(OSError):
+        next(e for e in os.scandir(root / "each") if e.name == "self.jpg").is_dir()
+    source = discover(root, stat=True)
+    assert source.sizes is not None and source.mtime_ns is not None
+    listed: dict[str, dict[str, tuple]] = {"bulk": {}, "each": {}}
+    for image, size, mtime_ns in zip(source.images, source.sizes, source.mtime_ns, strict=True):
+        st = os.stat(image.location)
+        assert (size, mtime_ns) == (st.st_size, st.st_mtime_ns)
+        label, rest = image.relpath.split("/", 1)
+        assert image.label == label and image.location == str(root / image.relpath)
+        listed[label][rest] = (size, mtime_ns)
+    assert listed["bulk"] == listed["each"]
+    assert sorted(listed["bulk"]) == [
+        "A.PNG",
+        "b.jpg",
+        "c.jpeg.gif",
+        "d.Webp",
+        "e.bmp",
+        "link.jpg",
+        "sub.jpg/in.jpg",
+    ]
+    reasons = {relpath: reason for relpath, reason in source.skipped}
+    assert reasons.pop("each/self.jpg") == "broken symbolic link"
+    for label in ("bulk", "each"):
+        assert reasons.pop(f"{label}/gone.png") == "broken symbolic link"
+        assert reasons.pop(f"{label}/fifo.jpg") == "not a regular file"
+        assert reasons.pop(f"{label}/back") == "symbolic link loop"
+    assert reasons == {}
+    assert [image.relpath for image in source.images] == sorted(image.relpath for image in source.images)
