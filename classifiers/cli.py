@@ -819,7 +819,8 @@ def bench(
     "--augment/--no-augment",
     default=default(FinetuneConfig, "augment"),
     show_default=True,
-    help="Random flips, rotations, zooms, shifts (from cache: stored flipped views).",
+    help="Random flips, rotations, zooms, shifts (from cache: each epoch one of each image's "
+    "stored maps: its own, its flipped image's (--flip-views), its augmented views' (--views K)).",
 )
 @click.option(
     "--from-cache/--from-images",

@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import h5py
 
 from featurestore.format import StoreError
+from featurestore.fsutil import file_sha256, publish
 
 
 class WriteError(StoreError):
@@ -106,3 +107,20 @@ def h5_writing(path: Path, what: str) -> Iterator[h5py.File]:
     if guarded.error is not None:
         reason = guarded.error.strerror or str(guarded.error)
         raise WriteError(f"{path}: cannot write {what} ({reason}); the last commit is intact", reason)
+
+
+def write_and_publish(tmp: Path, final: Path, what: str, write: Callable[[Path], None]) -> str:
+    """Write a file at `tmp` with `write`, then hash it and publish it as `final` (fsync,
+    rename); its sha256. Any failure removes `tmp` and nothing appears at `final`: a system
+    error becomes one `WriteError` naming the file."""
+    try:
+        write(tmp)
+        digest = file_sha256(tmp)
+        publish(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"{exc.filename or tmp}: cannot write {what} ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest

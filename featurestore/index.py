@@ -20,8 +20,7 @@ import h5py
 import numpy as np
 
 from featurestore.format import INDEX, TMP, IndexInfo, Manifest, PieceInfo, StoreError
-from featurestore.fsutil import publish
-from featurestore.h5write import WriteError, h5_writing
+from featurestore.h5write import h5_writing, write_and_publish
 from featurestore.splits import SPLITS
 
 INDEX_CHUNK = 65536  # rows per HDF5 chunk of an index dataset
@@ -149,33 +148,32 @@ def write_index(
     tmp, final = store_dir / TMP / name, store_dir / INDEX / name
     final.parent.mkdir(exist_ok=True)
     tmp.parent.mkdir(exist_ok=True)
-    try:
-        with h5_writing(tmp, "index") as f:
-            _dataset(f, "piece", rows.piece)
-            _dataset(f, "row", rows.row)
-            _dataset(f, "ids", rows.ids)
-            blob = "\0".join(rows.paths.tolist()).encode("utf-8")
-            _dataset(f, "paths", np.frombuffer(blob, np.uint8))
-            _dataset(f, "labels", rows.labels)
-            _dataset(f, "splits", rows.splits)
-            _dataset(f, "sizes", rows.sizes)
-            _dataset(f, "mtime_ns", rows.mtime_ns)
-            _dataset(f, "live", live.astype(np.uint8))
-            f.create_dataset("label_names", data=list(rows.label_names), dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("pieces", data=[p.file for p in pieces], dtype=h5py.string_dtype("utf-8"))
-            f.attrs["generation"] = generation
-        with open(tmp, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        publish(tmp, final)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"{exc.filename or tmp}: cannot write index ({exc.strerror or exc})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    digest = write_and_publish(
+        tmp, final, "index", lambda path: _write_index_file(path, rows, live, pieces, generation)
+    )
     return IndexInfo(
         file=f"{INDEX}/{name}", sha256=digest, pieces=len(pieces), rows=len(rows), generation=generation
     )
+
+
+def _write_index_file(
+    path: Path, rows: Rows, live: np.ndarray, pieces: Sequence[PieceInfo], generation: int
+) -> None:
+    """The index file itself: one fletcher32-checked dataset per column."""
+    with h5_writing(path, "index") as f:
+        _dataset(f, "piece", rows.piece)
+        _dataset(f, "row", rows.row)
+        _dataset(f, "ids", rows.ids)
+        blob = "\0".join(rows.paths.tolist()).encode("utf-8")
+        _dataset(f, "paths", np.frombuffer(blob, np.uint8))
+        _dataset(f, "labels", rows.labels)
+        _dataset(f, "splits", rows.splits)
+        _dataset(f, "sizes", rows.sizes)
+        _dataset(f, "mtime_ns", rows.mtime_ns)
+        _dataset(f, "live", live.astype(np.uint8))
+        f.create_dataset("label_names", data=list(rows.label_names), dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("pieces", data=[p.file for p in pieces], dtype=h5py.string_dtype("utf-8"))
+        f.attrs["generation"] = generation
 
 
 def _dataset(f: h5py.File, name: str, data: np.ndarray) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,3 +48,15 @@ def make_store(
     ) as writer:
         writer.commit_rows(rows)
     return open_store(path)
+
+
+def cats_dogs_writer(path: str | Path, fingerprint: Fingerprint, **kwargs: Any) -> StoreWriter:
+    """A writer of a cats/dogs store with the default split fractions (rows are given by hand)."""
+    return StoreWriter(
+        path,
+        fingerprint=fingerprint,
+        split_fractions=SplitFractions(),
+        source_root="/src",
+        class_names=("cats", "dogs"),
+        **kwargs,
+    )

@@ -38,8 +38,8 @@ from featurestore.format import (
     StoreError,
     read_manifest,
 )
-from featurestore.fsutil import atomic_write_bytes, file_sha256, publish
-from featurestore.h5write import WriteError, h5_writing
+from featurestore.fsutil import atomic_write_bytes
+from featurestore.h5write import WriteError, h5_writing, write_and_publish
 from featurestore.index import load_rows, remove_unnamed_indexes, write_index
 from featurestore.lock import FolderLock, store_lock
 from featurestore.piece_maps import write_contiguous
@@ -497,16 +497,9 @@ def write_piece_columns(
     columns = columns.sorted()
     name = f"p{uuid.uuid4().hex[:16]}.h5"
     tmp, final = store_dir / TMP / name, store_dir / PIECES / name
-    try:
-        _write_columns(tmp, columns, fingerprint, contiguous=contiguous)
-        digest = file_sha256(tmp)
-        publish(tmp, final)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"{exc.filename or tmp}: cannot write piece ({exc.strerror or exc})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    digest = write_and_publish(
+        tmp, final, "piece", lambda path: _write_columns(path, columns, fingerprint, contiguous=contiguous)
+    )
     return PieceInfo(file=f"{PIECES}/{name}", rows=len(columns), sha256=digest, generation=0)
 
 

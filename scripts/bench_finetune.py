@@ -1,10 +1,12 @@
 """Fine-tuning from images vs from cached block4_pool maps, side by side, on the real photos.
 
-1. copy `--per-class` photos of each class and extract them into a store that also keeps the
-   block4_pool maps and those of the flipped images (timed: the one-time cost of the cache);
+1. copy `--per-class` photos of each class and extract them at `--input-size` into a store that
+   also keeps the block4_pool maps, those of the flipped images and of `--views K` augmented
+   views (timed: the one-time cost of the cache);
 2. train the classic dense head on the store (the warm start both runs share);
 3. fine-tune block5 + head from the images (flips, rotations, zooms, shifts) and from the cache
-   (flips from the stored flipped views), with the same epochs, learning rate and batch size;
+   (each epoch one of each image's stored maps: its own, its flipped image's, its K views'),
+   with the same epochs, learning rate and batch size;
 4. print per-epoch time (the first epoch includes tracing, so the mean of the others is the
    figure to compare) and accuracy on validation and test next to the head's own.
 
@@ -12,7 +14,8 @@ Goal: the cache path at least 3x faster per epoch at equal accuracy. On 2 CPU co
 from images over the full 2,000 photos takes minutes; use small settings there:
 
     python scripts/bench_finetune.py [--per-class 1000] [--epochs 10] [--weights imagenet]
-        [--batch-size 20] [--lr 1e-5] [--patience 5] [--no-augment] [--keep DIR]
+        [--input-size 150|224] [--views 0] [--batch-size 20] [--lr 1e-5] [--patience 5]
+        [--no-augment] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -26,28 +29,31 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import copy_photos
+from _common import copy_photos, machine_line
 
 
-def prepare(work: Path, per_class: int, weights: str) -> tuple[Path, Path, float]:
-    """The store (with block4 maps and flipped views), the dense head, extraction seconds."""
+def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, float]:
+    """The store (with block4 maps, flipped and augmented views), the dense head, extraction
+    seconds."""
     from classifiers.training import train_from_store
     from featurestore import ExtractConfig, run_extract
 
-    copy_photos(work / "images", per_class)
+    copy_photos(work / "images", args.per_class)
     started = time.perf_counter()
     summary = run_extract(
         ExtractConfig(
             source=work / "images",
             store=work / "store",
-            weights=weights,
+            weights=args.weights,
+            input_size=args.input_size,
             extra_layers=("block4_pool",),
             flip_views=True,
+            views=args.views,
             progress=False,
         )
     )
     extract_seconds = time.perf_counter() - started
-    print(f"extract (block5 + block4 maps, original + flipped): {summary.line()}")
+    print(f"extract (block5 + block4 maps, original + flipped + {args.views} views): {summary.line()}")
     head = train_from_store(work / "store", "dense", work / "head", overwrite=True)
     print(f"dense head: {head.summary().splitlines()[0]}")
     return work / "store", work / "head", extract_seconds
@@ -92,6 +98,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--weights", default="imagenet")
+    parser.add_argument("--input-size", type=int, choices=(150, 224), default=150)
+    parser.add_argument("--views", type=int, default=0, help="Augmented views per image the cache keeps.")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--patience", type=int, default=5)
@@ -99,18 +107,20 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="Work in this folder and keep it (default: a temp folder).")
     args = parser.parse_args()
 
+    print(machine_line())
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
         work = args.keep or Path(tmp)
-        store, head, extract_seconds = prepare(work, args.per_class, args.weights)
+        store, head, extract_seconds = prepare(work, args)
         reports = {
             "images": finetune(store, head, work / "ft_images", args, from_cache=False),
             "cache": finetune(store, head, work / "ft_cache", args, from_cache=True),
         }
     print(
-        f"\n{2 * args.per_class} photos, {args.epochs} epochs at most, batch {args.batch_size}, "
-        f"lr {args.lr}, augment {args.augment}; "
-        f"one-time extraction with block4 + flipped views: {extract_seconds:.1f} s"
+        f"\n{2 * args.per_class} photos at {args.input_size} px, {args.epochs} epochs at most, "
+        f"batch {args.batch_size}, lr {args.lr}, augment {args.augment}; one-time extraction "
+        f"with block4 + flipped + {args.views} views: {extract_seconds:.1f} s"
     )
+    print(machine_line())
     print(
         f"{'path':<8} {'epochs':>6} {'first epoch s':>14} {'mean epoch s':>13} {'val acc':>8} {'test acc':>9}"
         "   head alone val / test"
@@ -123,7 +133,8 @@ def main() -> None:
     }
     speedup = (sum(mean["images"]) / len(mean["images"])) / (sum(mean["cache"]) / len(mean["cache"]))
     print(f"cache speed-up per epoch (epochs after the first): {speedup:.1f}x")
-    print(json.dumps({"extract_seconds": extract_seconds, "speedup": speedup, **reports}))
+    settings = {"input_size": args.input_size, "views": args.views, "augment": args.augment}
+    print(json.dumps({**settings, "extract_seconds": extract_seconds, "speedup": speedup, **reports}))
 
 
 if __name__ == "__main__":

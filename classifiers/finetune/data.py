@@ -3,8 +3,10 @@
 Images are read from the store's source root and relative paths, checked against the image id
 (sha256 of the file) the store recorded, and kept in memory as uint8 when they fit (a 150 px
 image is 66 KB) so that later epochs decode nothing. Augmentation of images happens in the
-model (Keras preprocessing layers); the cached path can only flip, and does it by picking the
-stored map of the flipped image, never by flipping a map (VGG filters are not mirror-symmetric).
+model (Keras preprocessing layers). The cached path cannot transform a map (VGG filters are not
+mirror-symmetric, nor are crops of a map the maps of a crop): it augments by picking, each epoch,
+one of the maps the store holds for each image: the image's own, its flipped image's
+(`extract --flip-views`) or one of its K augmented views' (`extract --views K`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ from featurestore.images import ImageError, load_image
 
 #: Keep decoded images in memory up to this many bytes; above it, decode every batch.
 MAX_CACHE_BYTES = 4 << 30
+#: Keep the cached views' maps in memory up to this many bytes; above it, read them every epoch.
+MAX_VIEW_BYTES = 4 << 30
+#: Rows a streamed view is read in (store.iter_batches); a block is the only extra memory.
+VIEW_BLOCK_ROWS = 1024
 
 
 class Batches(keras.utils.PyDataset):
@@ -64,16 +70,16 @@ class Rows:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def fetch(self, rows: np.ndarray, flips: np.ndarray | None = None) -> np.ndarray:
+    def fetch(self, rows: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def for_epoch(self, epoch: int, seed: int, batch_size: int, flip: bool, workers: int = 1) -> Batches:
-        """Shuffled batches of one epoch; the order (and the flips) depend only on seed and epoch,
-        so a resumed run sees the same epochs as an uninterrupted one."""
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(self))
-        flips = rng.random(len(self)) < 0.5 if flip else None
-        return Batches(lambda rows: self.fetch(rows, flips), self.labels, order, batch_size, workers)
+    def for_epoch(
+        self, epoch: int, seed: int, batch_size: int, augment: bool = False, workers: int = 1
+    ) -> Batches:
+        """Shuffled batches of one epoch; the order depends only on seed and epoch, so a resumed
+        run sees the same epochs as an uninterrupted one. (`augment`: see `MapRows`.)"""
+        order = np.random.default_rng([seed, epoch]).permutation(len(self))
+        return Batches(self.fetch, self.labels, order, batch_size, workers)
 
     def in_order(self, batch_size: int, workers: int = 1) -> Batches:
         return Batches(self.fetch, self.labels, np.arange(len(self)), batch_size, workers)
@@ -120,7 +126,7 @@ class ImageRows(Rows):
         # PIL's resize yields 8-bit pixels, so uint8 holds them exactly at a quarter of the memory.
         return pixels.astype(np.uint8) if keep else None
 
-    def fetch(self, rows: np.ndarray, flips: np.ndarray | None = None) -> np.ndarray:
+    def fetch(self, rows: np.ndarray) -> np.ndarray:
         if self.images is not None:
             return self.images[rows].astype(np.float32)
         try:
@@ -129,19 +135,73 @@ class ImageRows(Rows):
             raise FinetuneError(f"an image changed during training: {exc}") from None
 
 
+class CachedView:
+    """One more stored map per row of a split, row for row with the originals: the flipped
+    image's ("flipped") or augmented view k's ("view k"). `blocks()` yields them in row order,
+    a block of rows at a time: one block holding them all when they were loaded once, else
+    read from the store again on each call."""
+
+    def __init__(self, name: str, blocks: Callable[[], Iterable[np.ndarray]]) -> None:
+        self.name, self.blocks = name, blocks
+
+    @classmethod
+    def loaded(cls, name: str, maps: np.ndarray) -> CachedView:
+        return cls(name, lambda: (maps,))
+
+
 class MapRows(Rows):
-    """Cached block4_pool maps of the store's rows, with the flipped images' maps if stored."""
+    """Cached block4_pool maps of the store's rows, and the other maps stored for each row
+    (`views`: the flipped image's, the augmented views') that augmentation draws from."""
 
     def __init__(
-        self, maps: np.ndarray, flipped: np.ndarray | None, relpaths: np.ndarray, labels: np.ndarray
+        self,
+        maps: np.ndarray,
+        relpaths: np.ndarray,
+        labels: np.ndarray,
+        views: Sequence[CachedView] = (),
     ) -> None:
         super().__init__(relpaths, labels)
-        self.maps, self.flipped = maps, flipped
+        self.maps, self.views = maps, list(views)
 
-    def fetch(self, rows: np.ndarray, flips: np.ndarray | None = None) -> np.ndarray:
-        if flips is None or self.flipped is None:
-            return self.maps[rows]
-        return np.where(flips[rows][:, None, None, None], self.flipped[rows], self.maps[rows])
+    def fetch(self, rows: np.ndarray) -> np.ndarray:
+        return self.maps[rows]
+
+    def picks(self, epoch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(order, pick) of one epoch: the shuffled rows, and for each row which of its maps it
+        is fed (0: the original, i: `views[i - 1]`), uniformly; from (seed, epoch) alone."""
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(self))
+        if len(self.views) == 1 and self.views[0].name == "flipped":
+            # the draw of the flips-only cache from before augmented views existed: checkpoints
+            # it wrote resume with the same epochs
+            return order, (rng.random(len(self)) < 0.5).astype(np.int64)
+        return order, rng.integers(0, len(self.views) + 1, len(self))
+
+    def epoch_maps(self, pick: np.ndarray) -> np.ndarray:
+        """Each row's picked map, row for row: one more copy of the split's maps, whatever the
+        number of views (each view is read through once, a block at a time if streamed)."""
+        out = self.maps.copy()
+        for i, view in enumerate(self.views, start=1):
+            if not (pick == i).any():
+                continue
+            at = 0
+            for block in view.blocks():
+                chosen = np.flatnonzero(pick[at : at + len(block)] == i)
+                out[at + chosen] = block[chosen]
+                at += len(block)
+            if at != len(out):
+                raise FinetuneError(f"the store's {view.name} maps have {at} rows, not {len(out)}")
+        return out
+
+    def for_epoch(
+        self, epoch: int, seed: int, batch_size: int, augment: bool = False, workers: int = 1
+    ) -> Batches:
+        """With `augment` and stored views, each row is fed the map `picks` draws for it."""
+        if not augment or not self.views:
+            return super().for_epoch(epoch, seed, batch_size, augment, workers)
+        order, pick = self.picks(epoch, seed)
+        maps = self.epoch_maps(pick)
+        return Batches(lambda rows: maps[rows], self.labels, order, batch_size, workers)
 
 
 def label_codes(labels: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -179,12 +239,46 @@ def image_rows(
     return result
 
 
-def map_rows(store: Any, split: str, classes: np.ndarray, flipped: bool) -> MapRows:
-    """The labeled rows of `split` as cached block4_pool maps (and flipped views)."""
+def map_rows(
+    store: Any, split: str, classes: np.ndarray, augment: bool, max_view_bytes: int = MAX_VIEW_BYTES
+) -> MapRows:
+    """The labeled rows of `split` as cached block4_pool maps; with `augment`, the flipped
+    images' and augmented views' maps the store holds too: loaded once when they fit in
+    `max_view_bytes`, else read from the store each epoch (one block of rows at a time)."""
     data = store.load(split, layer="block4_pool")
     keep, codes = label_codes(data.labels, classes)  # unlabeled rows (-1) are in no class
-    views = store.load(split, layer="block4_pool", flipped=True).features[keep] if flipped else None
-    return MapRows(data.features[keep], views, data.paths[keep], codes)
+    rows = MapRows(data.features[keep], data.paths[keep], codes)
+    if augment:
+        sources = [("flipped", {"flipped": True})] if store.fingerprint.flip_views else []
+        sources += [(f"view {k}", {"view": k}) for k in range(1, store.fingerprint.views + 1)]
+        load_once = len(sources) * rows.maps.nbytes <= max_view_bytes
+        for name, where in sources:
+            if load_once:
+                maps = store.load(split, layer="block4_pool", **where).features[keep]
+                rows.views.append(CachedView.loaded(name, maps))
+            else:
+                rows.views.append(CachedView(name, _streamed(store, split, keep, where)))
+    return rows
+
+
+def _streamed(
+    store: Any, split: str, keep: np.ndarray, where: dict[str, Any]
+) -> Callable[[], Iterator[np.ndarray]]:
+    """The kept rows of one stored view of `split`, read a block at a time on each call."""
+
+    def blocks() -> Iterator[np.ndarray]:
+        at = 0
+        for batch in store.iter_batches(split, batch_size=VIEW_BLOCK_ROWS, layer="block4_pool", **where):
+            yield batch.features[keep[at : at + len(batch)]]
+            at += len(batch)
+
+    return blocks
+
+
+def cached_views(store: Any) -> dict[str, Any]:
+    """Which stored maps `--from-cache --augment` draws from, as the model records them (the
+    names `train` records: flipped_views, augmented_views)."""
+    return {"flipped_views": bool(store.fingerprint.flip_views), "augmented_views": store.fingerprint.views}
 
 
 def check_cache(store: Any, augment: bool) -> None:
@@ -193,8 +287,9 @@ def check_cache(store: Any, augment: bool) -> None:
     fix = f"featurestore extract SOURCE --store {store.path} --extra-layer block4_pool --flip-views --rebuild"
     if "block4_pool" not in fp.extra_layers:
         raise FinetuneError(f"--from-cache: {store.path} holds no block4_pool maps; run `{fix}`")
-    if augment and not fp.flip_views:
+    if augment and not fp.flip_views and not fp.views:
         raise FinetuneError(
-            f"--from-cache with --augment needs the flipped views: {store.path} was extracted "
-            f"without --flip-views; use --no-augment or run `{fix}`"
+            f"--from-cache with --augment needs stored views to draw from: {store.path} was "
+            f"extracted with neither --flip-views nor --views K; use --no-augment or run `{fix}` "
+            "(--flip-views, --views K or both)"
         )

@@ -86,6 +86,9 @@ def _run(config: FinetuneConfig, log: Callable[[str], None] | None) -> FinetuneR
     # Refuses weights that do not reproduce the store's features, before any training.
     featurestore.Extractor.from_fingerprint(store.fingerprint, weights=config.weights)
     run = {"store": store.digest, "head": warm.metadata_sha256, **config.params()}
+    views = data.cached_views(store) if config.from_cache and config.augment else None
+    if views and views["augmented_views"]:  # another draw than a flips-only run's: another run
+        run["cached_views"] = views
     checkpoint = Checkpoint(
         out / CHECKPOINT, hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
     )
@@ -108,7 +111,7 @@ def _run(config: FinetuneConfig, log: Callable[[str], None] | None) -> FinetuneR
         batch_size=config.batch_size,
         patience=config.patience,
         seed=config.seed,
-        flip=config.from_cache and config.augment,
+        augment=config.from_cache and config.augment,
         workers=config.workers,  # decode threads when the images do not fit in memory
     )
     result = fit(
@@ -124,6 +127,7 @@ def _run(config: FinetuneConfig, log: Callable[[str], None] | None) -> FinetuneR
             head_metrics[split] = _head_metrics(store, split, warm)
     training = {
         "inputs": "cached block4_pool maps" if config.from_cache else "images",
+        **({"cached_views": views} if views else {}),
         "unfreeze": config.unfreeze,
         "epochs_run": len(result.epoch_seconds),
         "best_epoch": result.best_epoch,
@@ -160,8 +164,8 @@ def _build(config: FinetuneConfig, store: Any, warm: Any, policy: str) -> tuple[
 
 
 def _rows(config: FinetuneConfig, store: Any, split: str, classes: np.ndarray) -> data.Rows:
-    if config.from_cache:  # the flipped views only feed training's flip augmentation
-        return data.map_rows(store, split, classes, flipped=config.augment and split == "train")
+    if config.from_cache:  # the stored views only feed training's augmentation
+        return data.map_rows(store, split, classes, augment=config.augment and split == "train")
     return data.image_rows(store, split, classes, config.workers)
 
 

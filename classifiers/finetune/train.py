@@ -2,7 +2,7 @@
 best epoch, and an atomic checkpoint after every epoch that a re-run resumes from.
 
 One `fit` per epoch (the compiled step is reused between calls) keeps the loop's state ours:
-the epoch's shuffle and flips come from (seed, epoch), and the early-stopping counters live in
+the epoch's shuffle and cached views come from (seed, epoch), and the early-stopping counters live in
 the checkpoint, so a resumed run continues where the killed one stopped instead of restarting
 Keras' callbacks from scratch.
 """
@@ -28,7 +28,7 @@ class Schedule:
     batch_size: int
     patience: int
     seed: int
-    flip: bool = False  # cached path: draw the stored flipped views at random
+    augment: bool = False  # cached path: draw each row's stored views (flipped, augmented)
     workers: int = 1
 
 
@@ -113,7 +113,7 @@ def fit(
     while not state.finished and state.epoch < schedule.epochs:
         started = time.perf_counter()
         batches = train.for_epoch(
-            state.epoch, schedule.seed, schedule.batch_size, schedule.flip, schedule.workers
+            state.epoch, schedule.seed, schedule.batch_size, schedule.augment, schedule.workers
         )
         result = model.fit(batches, validation_data=val_batches, epochs=1, verbose=0, shuffle=False)
         seconds = time.perf_counter() - started

@@ -17,8 +17,9 @@ from featurestore.compact import compact_store, health, maybe_compact
 from featurestore.fingerprint import Fingerprint
 from featurestore.format import read_manifest
 from featurestore.runs import list_runs
-from featurestore.splits import SPLITS, SplitFractions
+from featurestore.splits import SPLITS
 from featurestore.store import FeatureStore, open_store
+from featurestore.testing import cats_dogs_writer
 from featurestore.verify import verify_store
 from featurestore.writer import Row, StoreWriter
 
@@ -39,14 +40,7 @@ def row(i: int, night: int = 0) -> Row:
 
 
 def writer(path: Path, **kwargs) -> StoreWriter:
-    return StoreWriter(
-        path,
-        fingerprint=FP,
-        split_fractions=SplitFractions(),
-        source_root="/src",
-        class_names=("cats", "dogs"),
-        **kwargs,
-    )
+    return cats_dogs_writer(path, FP, **kwargs)
 
 
 def churned(path: Path, nights: int = 12, n: int = 120) -> None:

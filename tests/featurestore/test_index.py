@@ -13,6 +13,7 @@ from featurestore.fingerprint import Fingerprint
 from featurestore.format import FORMAT, MANIFEST, StoreError, read_manifest
 from featurestore.splits import SPLITS, SplitFractions
 from featurestore.store import open_store
+from featurestore.testing import cats_dogs_writer
 from featurestore.verify import verify_store
 from featurestore.writer import Row, StoreWriter
 
@@ -32,14 +33,7 @@ def row(relpath: str, value: float, *, split: str = "train", label: str | None =
 
 
 def writer(path: Path, **kwargs) -> StoreWriter:
-    return StoreWriter(
-        path,
-        fingerprint=FP,
-        split_fractions=SplitFractions(),
-        source_root="/src",
-        class_names=("cats", "dogs"),
-        **kwargs,
-    )
+    return cats_dogs_writer(path, FP, **kwargs)
 
 
 def history(path: Path) -> None:

@@ -12,9 +12,8 @@ import pytest
 from featurestore.export import export_store
 from featurestore.fingerprint import Fingerprint
 from featurestore.lock import LockedError
-from featurestore.splits import SplitFractions
 from featurestore.store import StoreError, open_store
-from featurestore.testing import make_store
+from featurestore.testing import cats_dogs_writer, make_store
 from featurestore.verify import verify_store
 from featurestore.writer import Row, StoreWriter
 
@@ -36,14 +35,7 @@ def row(
 
 
 def writer(path: Path, **kwargs) -> StoreWriter:
-    return StoreWriter(
-        path,
-        fingerprint=kwargs.pop("fingerprint", FP),
-        split_fractions=SplitFractions(),
-        source_root="/src",
-        class_names=("cats", "dogs"),
-        **kwargs,
-    )
+    return cats_dogs_writer(path, kwargs.pop("fingerprint", FP), **kwargs)
 
 
 def test_commits_build_the_live_view_newest_row_wins_and_deletions_hide_rows(tmp_path: Path) -> None:

@@ -18,10 +18,16 @@ from tests.conftest import built_once, write_image
 
 SIZE = 32
 N_IMAGES = 24
+VIEWS = 2  # augmented views of the views store
 
 
 def make_store(
-    root: Path, *, extra_layers: tuple[str, ...] = ("block4_pool",), flip_views: bool = True
+    root: Path,
+    *,
+    extra_layers: tuple[str, ...] = ("block4_pool",),
+    flip_views: bool = True,
+    views: int = 0,
+    name: str | None = None,
 ) -> Path:
     from featurestore import ExtractConfig, run_extract
     from featurestore.splits import SplitFractions
@@ -30,7 +36,7 @@ def make_store(
     if not images.exists():
         for i in range(N_IMAGES):
             write_image(images / ("cats" if i % 2 else "dogs") / f"{i:02d}.png", seed=i, size=(40, 36))
-    store = root / ("store" if extra_layers else "plain_store")
+    store = root / (name or ("store" if extra_layers else "plain_store"))
     fractions = SplitFractions(train=0.5, validation=0.25, test=0.25)
     config = ExtractConfig(
         source=images,
@@ -39,6 +45,7 @@ def make_store(
         input_size=SIZE,
         extra_layers=extra_layers,
         flip_views=flip_views,
+        views=views,
         split_fractions=fractions,
         progress=False,
     )
@@ -54,6 +61,26 @@ def shared(shared_tmp: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_store(shared: Path) -> Path:
     return built_once(shared / "store", lambda path: make_store(path.parent))
+
+
+@pytest.fixture(scope="session")
+def views_store(shared: Path) -> Path:
+    """A store with block4_pool maps, flipped views and VIEWS augmented views. In a folder of
+    its own: make_store writes the images of its root, maybe while another worker writes the
+    tiny store's."""
+    return built_once(
+        shared / "views" / "views_store", lambda path: make_store(path.parent, views=VIEWS, name=path.name)
+    )
+
+
+@pytest.fixture(scope="session")
+def views_head(views_store: Path) -> Path:
+    from classifiers.training import train_from_store
+
+    params = {"epochs": 2, "hidden": 8, "batch_size": 4}
+    return built_once(
+        views_store.parent / "dense_head", lambda out: train_from_store(views_store, "dense", out, params)
+    )
 
 
 @pytest.fixture(scope="session")

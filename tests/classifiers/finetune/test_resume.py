@@ -2,7 +2,9 @@
 then rerun: it continues.
 
 The SIGKILL run fine-tunes from augmented images with --unfreeze block4, so it is also the test
-that block4 trains there while block3 stays frozen.
+that block4 trains there while block3 stays frozen. Another kills a run from the cache that draws
+each image's stored views (flipped, augmented): resumed, it ends with the uninterrupted run's
+weights.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 
 from classifiers.finetune.checkpoint import STATE
 from featurestore.runs import list_runs
-from tests.classifiers.finetune.conftest import SIZE
+from tests.classifiers.finetune.conftest import SIZE, VIEWS
 
 pytestmark = pytest.mark.xdist_group("finetune")
 EPOCHS = 4
@@ -140,3 +142,37 @@ def test_sigkill_after_a_checkpoint_then_rerun_continues(
             )
         )
         assert same is not trained, name
+
+
+def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(
+    views_store: Path, views_head: Path, tmp_path: Path
+) -> None:
+    from classifiers.finetune.saved import MODEL_FILE, load_network
+
+    epochs = ("--epochs", "6")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    command = _command(views_store, views_head, resumed, "--from-cache", "--augment", *epochs)
+    _signal_after_first_checkpoint(command, resumed, signal.SIGKILL)
+    assert not (resumed / "metadata.json").exists(), "killed too late to test a resume"
+    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming after epoch" in rerun.stderr
+    once = subprocess.run(
+        _command(views_store, views_head, whole, "--from-cache", "--augment", *epochs),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert once.returncode == 0, once.stderr[-2000:]
+
+    reports = [json.loads(r.stdout.strip().splitlines()[-1]) for r in (rerun, once)]
+    assert reports[0]["training"]["resumed_from"] >= 1 and reports[1]["training"]["resumed_from"] == 0
+    for report in reports:
+        assert report["training"]["cached_views"] == {"flipped_views": True, "augmented_views": VIEWS}
+    meta = [json.loads((out / "metadata.json").read_text()) for out in (resumed, whole)]
+    assert meta[0]["training"]["history"] == meta[1]["training"]["history"]
+    assert meta[0]["training"]["cached_views"] == meta[1]["training"]["cached_views"]
+    a, b = load_network(resumed / MODEL_FILE), load_network(whole / MODEL_FILE)
+    for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(x, y)
