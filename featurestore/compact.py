@@ -18,6 +18,7 @@ import numpy as np
 
 from featurestore.format import PieceInfo, StoreError, map_datasets
 from featurestore.index import Rows, concat_rows, read_piece_rows, write_index
+from featurestore.piece_maps import read_all
 from featurestore.store import FeatureStore
 from featurestore.writer import DEFAULT_RETAIN_SECONDS, PieceColumns, StoreWriter
 
@@ -120,10 +121,10 @@ def compact_writer(writer: StoreWriter) -> CompactSummary:
         pending.append(part)
         live_rows += len(part)
         if sum(len(p) for p in pending) >= target:
-            written.append(writer.write_piece_columns(_joined(pending)))
+            written.append(writer.write_piece_columns(_joined(pending), contiguous=True))
             pending = []
     if pending:
-        written.append(writer.write_piece_columns(_joined(pending)))
+        written.append(writer.write_piece_columns(_joined(pending), contiguous=True))
     dropped = sum(manifest.pieces[i].rows for i in chosen) - live_rows
     generation = manifest.generation + 1
     replaced = set(chosen)
@@ -193,7 +194,7 @@ def _live_columns_of(store: FeatureStore, piece: int) -> PieceColumns | None:
     path = store.path / info.file
     try:
         with h5py.File(path, "r") as f:
-            maps = {name: f[name][()][at] for name in map_datasets(store.fingerprint)}
+            maps = {name: read_all(f, name)[at] for name in map_datasets(store.fingerprint)}
     except (OSError, KeyError) as exc:
         raise StoreError(
             f"{path}: cannot be read, the piece is damaged ({exc}); "

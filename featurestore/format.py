@@ -23,8 +23,13 @@ from featurestore.errors import FeaturestoreError
 from featurestore.fingerprint import Fingerprint
 from featurestore.splits import SplitFractions
 
-FORMAT = "featurestore.store/2"
-OLD_FORMATS = ("featurestore.store/1",)  # read as they are; the next commit writes FORMAT
+# /3: pieces written by `compact` hold their maps contiguous, checked by CRC-32s that only a /3
+# reader checks (featurestore.piece_maps); a /2 reader must not serve them unchecked.
+FORMAT = "featurestore.store/3"
+OLD_FORMATS = (
+    "featurestore.store/2",
+    "featurestore.store/1",
+)  # read as they are; the next commit writes FORMAT
 MANIFEST = "manifest.json"
 REBUILD_MANIFEST = "rebuild.json"  # the commits of a rebuild in progress, beside the live ones
 PIECES = "pieces"

@@ -31,6 +31,7 @@ from featurestore.format import (
     read_manifest,
 )
 from featurestore.index import Rows, load_rows
+from featurestore.piece_maps import read_rows
 from featurestore.splits import SPLITS, SplitFractions
 from featurestore.vgg16 import output_shape
 
@@ -318,19 +319,14 @@ class FeatureStore:
     def _piece_path(self, piece: int) -> Path:
         return self.path / self.manifest.pieces[piece].file
 
-    def _read_maps(
-        self, piece: int, name: str, rows: slice | int, out: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Maps of one piece, HDF5's fletcher32 checked; damage is named, never served. With
-        `out`, a slice is read straight into it (no second copy; HDF5 converts float16)."""
+    def _read_maps(self, piece: int, name: str, rows: slice, out: np.ndarray) -> np.ndarray:
+        """Rows of one piece's maps straight into `out`, checked (HDF5's fletcher32 or the
+        piece's CRC-32s, `featurestore.piece_maps`); damage is named, never served."""
         path = self._piece_path(piece)
         with _read_errors(path, name), h5py.File(path, "r") as f:
-            if isinstance(rows, slice):
-                _prefetch(path, f[name], rows)
-            if out is None:
-                return f[name][rows]
-            f[name].read_direct(out, source_sel=rows)
-            return out
+            start, stop, _ = rows.indices(f[name].shape[0])
+            _prefetch(path, f[name], rows)
+            return read_rows(f, name, start, stop, out)
 
     def _read(self, selections: list[_Selection], name: str) -> FeatureSet:
         shape = self._shape_of(name)
@@ -412,7 +408,10 @@ class FeatureStore:
         path = self._piece_path(piece)
         with _read_errors(path, "maps"):
             f = self._handle(piece)
-            return {name: f[name][row] for name in map_datasets(self.fingerprint)}
+            return {
+                name: read_rows(f, name, row, row + 1, np.empty((1, *f[name].shape[1:]), f[name].dtype))[0]
+                for name in map_datasets(self.fingerprint)
+            }
 
     def _handle(self, piece: int) -> h5py.File:
         """An open piece for single-row reads, the last few kept open: a run that reuses the maps
@@ -444,21 +443,33 @@ def _read_errors(path: Path, name: str) -> Iterator[None]:
 
 
 def _prefetch(path: Path, dataset: h5py.Dataset, rows: slice) -> None:
-    """Ask the kernel to read the chunks of `rows` ahead (posix_fadvise WILLNEED): HDF5 reads one
-    chunk a call, and from a cold cache those reads would each wait for the disk."""
+    """Ask the kernel to read the bytes of `rows` ahead (posix_fadvise WILLNEED): HDF5 reads one
+    chunk a call, and from a cold cache those reads would each wait for the disk; a contiguous
+    dataset is one read, which the kernel then finds in its cache or in flight."""
     start, stop, _ = rows.indices(dataset.shape[0])
+    if stop <= start or not hasattr(os, "posix_fadvise"):
+        return
     chunk = dataset.chunks[0] if dataset.chunks else 0
-    if not chunk or stop - start <= chunk or not hasattr(os, "posix_fadvise"):
-        return
-    try:
-        first = dataset.id.get_chunk_info_by_coord((start // chunk * chunk, *[0] * (dataset.ndim - 1)))
-        last = dataset.id.get_chunk_info_by_coord(((stop - 1) // chunk * chunk, *[0] * (dataset.ndim - 1)))
-    except (AttributeError, KeyError, ValueError, RuntimeError):  # an older HDF5: no chunk info
-        return
-    if first.byte_offset is None or last.byte_offset is None:
-        return
-    low = min(first.byte_offset, last.byte_offset)
-    high = max(first.byte_offset + first.size, last.byte_offset + last.size)
+    if chunk:
+        if stop - start <= chunk:
+            return
+        try:
+            first = dataset.id.get_chunk_info_by_coord((start // chunk * chunk, *[0] * (dataset.ndim - 1)))
+            last = dataset.id.get_chunk_info_by_coord(
+                ((stop - 1) // chunk * chunk, *[0] * (dataset.ndim - 1))
+            )
+        except (AttributeError, KeyError, ValueError, RuntimeError):  # an older HDF5: no chunk info
+            return
+        if first.byte_offset is None or last.byte_offset is None:
+            return
+        low = min(first.byte_offset, last.byte_offset)
+        high = max(first.byte_offset + first.size, last.byte_offset + last.size)
+    else:
+        offset = dataset.id.get_offset()
+        if offset is None:
+            return
+        row_bytes = int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize
+        low, high = offset + start * row_bytes, offset + stop * row_bytes
     fd = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, low, high - low, os.POSIX_FADV_WILLNEED)

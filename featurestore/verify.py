@@ -20,15 +20,17 @@ from featurestore.format import (
 )
 from featurestore.fsutil import file_sha256, stale_temps
 from featurestore.index import read_index
+from featurestore.piece_maps import read_all
 from featurestore.runs import RUNS
 
 
 def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
     """Return (findings, notes). Any finding means the store is damaged.
 
-    Checks each piece's sha256 against the manifest, reads every dataset in full (which makes
-    HDF5 check the fletcher32 checksums), row counts, and NaN or negative features (ReLU maps
-    are never negative). Notes are harmless: leftovers of a crash that the next run deletes.
+    Checks each piece's sha256 against the manifest, reads every dataset in full (which checks
+    HDF5's fletcher32 checksums, or the CRC-32s of a compacted piece's maps), row counts, and
+    NaN or negative features (ReLU maps are never negative). Notes are harmless: leftovers of a
+    crash that the next run deletes.
     """
     store_dir = Path(path)
     manifest = read_manifest(store_dir)
@@ -129,7 +131,7 @@ def _check_piece(path: Path, rows: int, maps: list[str]) -> list[str]:
             if len(f[name]) != rows:
                 problems.append(f"{name} has {len(f[name])} rows, manifest says {rows}")
         for name in maps:
-            data = f[name][()]  # a full read verifies the fletcher32 checksums
+            data = read_all(f, name)  # a full read checks every fletcher32 or CRC-32
             if len(data) != rows:
                 problems.append(f"{name} has {len(data)} rows, manifest says {rows}")
             if np.isnan(data).any():

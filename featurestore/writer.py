@@ -42,6 +42,7 @@ from featurestore.fsutil import atomic_write_bytes
 from featurestore.h5write import WriteError, h5_writing, write_and_publish
 from featurestore.index import load_rows, remove_unnamed_indexes, write_index
 from featurestore.lock import FolderLock, store_lock
+from featurestore.piece_maps import write_contiguous
 from featurestore.splits import SPLITS, SplitFractions
 
 
@@ -243,12 +244,15 @@ class StoreWriter:
             self._failed = exc
             raise
 
-    def write_piece_columns(self, columns: PieceColumns) -> PieceInfo:
-        """`write_piece` of rows given as columns (not yet committed)."""
+    def write_piece_columns(self, columns: PieceColumns, *, contiguous: bool = False) -> PieceInfo:
+        """`write_piece` of rows given as columns (not yet committed); `contiguous`: maps in
+        the layout of large pieces (`write_piece_columns`)."""
         assert self.manifest is not None, "use StoreWriter as a context manager"
         self._refuse_after_failure()
         try:
-            return write_piece_columns(self.path, columns, fingerprint=self.manifest.fingerprint)
+            return write_piece_columns(
+                self.path, columns, fingerprint=self.manifest.fingerprint, contiguous=contiguous
+            )
         except WriteError as exc:
             self._failed = exc
             raise
@@ -482,16 +486,20 @@ def write_piece(store_dir: str | Path, rows: list[Row], *, fingerprint: Fingerpr
 
 
 def write_piece_columns(
-    store_dir: str | Path, columns: PieceColumns, *, fingerprint: Fingerprint
+    store_dir: str | Path, columns: PieceColumns, *, fingerprint: Fingerprint, contiguous: bool = False
 ) -> PieceInfo:
-    """`write_piece` of rows given as columns."""
+    """`write_piece` of rows given as columns. With `contiguous`, each map dataset is one
+    contiguous block checked by CRC-32s (`featurestore.piece_maps`): what `compact` writes, so
+    that a split read of a large piece is one read; otherwise chunks with fletcher32."""
     if not len(columns):
         raise ValueError("a piece needs at least one row")
     store_dir = Path(store_dir)
     columns = columns.sorted()
     name = f"p{uuid.uuid4().hex[:16]}.h5"
     tmp, final = store_dir / TMP / name, store_dir / PIECES / name
-    digest = write_and_publish(tmp, final, "piece", lambda path: _write_columns(path, columns, fingerprint))
+    digest = write_and_publish(
+        tmp, final, "piece", lambda path: _write_columns(path, columns, fingerprint, contiguous=contiguous)
+    )
     return PieceInfo(file=f"{PIECES}/{name}", rows=len(columns), sha256=digest, generation=0)
 
 
@@ -500,9 +508,12 @@ def write_piece_file(path: Path, rows: list[Row], fingerprint: Fingerprint) -> N
     _write_columns(path, PieceColumns.of_rows(rows), fingerprint)
 
 
-def _write_columns(path: Path, columns: PieceColumns, fingerprint: Fingerprint) -> None:
+def _write_columns(
+    path: Path, columns: PieceColumns, fingerprint: Fingerprint, *, contiguous: bool = False
+) -> None:
     """A plain HDF5 file: one dataset per column and per map, each checksummed with fletcher32
-    (strings are fixed-length utf-8, which HDF5 can checksum; variable-length ones it cannot)."""
+    (strings are fixed-length utf-8, which HDF5 can checksum; variable-length ones it cannot),
+    or for `contiguous` maps with a CRC-32 per block of rows (`featurestore.piece_maps`)."""
     n = len(columns)
     with h5_writing(path, "piece") as f:
         _text_column(f, "ids", columns.ids)
@@ -512,6 +523,9 @@ def _write_columns(path: Path, columns: PieceColumns, fingerprint: Fingerprint) 
         f.create_dataset("sizes", data=np.asarray(columns.sizes, np.int64), fletcher32=True)
         f.create_dataset("mtime_ns", data=np.asarray(columns.mtime_ns, np.int64), fletcher32=True)
         for name, stacked in columns.maps.items():
+            if contiguous:
+                write_contiguous(f, name, stacked)
+                continue
             f.create_dataset(
                 name,
                 data=stacked,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from featurestore.fingerprint import Fingerprint
-from featurestore.format import MANIFEST, StoreError, read_manifest
+from featurestore.format import FORMAT, MANIFEST, StoreError, read_manifest
 from featurestore.splits import SPLITS, SplitFractions
 from featurestore.store import open_store
 from featurestore.testing import cats_dogs_writer
@@ -146,7 +146,7 @@ def test_a_store_of_the_old_format_is_read_then_upgraded_by_the_next_writer(tmp_
     with writer(store):
         pass  # nothing to extract: the writer still leaves an index
     upgraded = read_manifest(store)
-    assert json.loads((store / MANIFEST).read_bytes())["format"] == "featurestore.store/2"
+    assert json.loads((store / MANIFEST).read_bytes())["format"] == FORMAT
     assert upgraded.index is not None and upgraded.index.rows == 2
     assert open_store(store).digest == old.digest
 
