@@ -23,7 +23,7 @@ from featurestore.errors import FeaturestoreError
 from featurestore.fingerprint import Fingerprint
 from featurestore.splits import SplitFractions
 
-# /3: pieces written by `compact` hold their maps contiguous, checked by CRC-32s that only a /3
+# /3: pieces written by `compact` hold their maps contiguous, checked by XXH3 digests that only a /3
 # reader checks (featurestore.piece_maps); a /2 reader must not serve them unchecked.
 FORMAT = "featurestore.store/3"
 OLD_FORMATS = (

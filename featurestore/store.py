@@ -321,7 +321,7 @@ class FeatureStore:
 
     def _read_maps(self, piece: int, name: str, rows: slice, out: np.ndarray) -> np.ndarray:
         """Rows of one piece's maps straight into `out`, checked (HDF5's fletcher32 or the
-        piece's CRC-32s, `featurestore.piece_maps`); damage is named, never served."""
+        piece's XXH3 digests, `featurestore.piece_maps`); damage is named, never served."""
         path = self._piece_path(piece)
         with _read_errors(path, name), h5py.File(path, "r") as f:
             start, stop, _ = rows.indices(f[name].shape[0])

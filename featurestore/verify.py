@@ -28,7 +28,7 @@ def verify_store(path: str | Path) -> tuple[list[str], list[str]]:
     """Return (findings, notes). Any finding means the store is damaged.
 
     Checks each piece's sha256 against the manifest, reads every dataset in full (which checks
-    HDF5's fletcher32 checksums, or the CRC-32s of a compacted piece's maps), row counts, and
+    HDF5's fletcher32 checksums, or the XXH3 digests of a compacted piece's maps), row counts, and
     NaN or negative features (ReLU maps are never negative). Notes are harmless: leftovers of a
     crash that the next run deletes.
     """
@@ -131,7 +131,7 @@ def _check_piece(path: Path, rows: int, maps: list[str]) -> list[str]:
             if len(f[name]) != rows:
                 problems.append(f"{name} has {len(f[name])} rows, manifest says {rows}")
         for name in maps:
-            data = read_all(f, name)  # a full read checks every fletcher32 or CRC-32
+            data = read_all(f, name)  # a full read checks every fletcher32 or XXH3 digest
             if len(data) != rows:
                 problems.append(f"{name} has {len(data)} rows, manifest says {rows}")
             if np.isnan(data).any():

@@ -489,7 +489,7 @@ def write_piece_columns(
     store_dir: str | Path, columns: PieceColumns, *, fingerprint: Fingerprint, contiguous: bool = False
 ) -> PieceInfo:
     """`write_piece` of rows given as columns. With `contiguous`, each map dataset is one
-    contiguous block checked by CRC-32s (`featurestore.piece_maps`): what `compact` writes, so
+    contiguous block checked by XXH3 digests (`featurestore.piece_maps`): what `compact` writes, so
     that a split read of a large piece is one read; otherwise chunks with fletcher32."""
     if not len(columns):
         raise ValueError("a piece needs at least one row")
@@ -513,7 +513,7 @@ def _write_columns(
 ) -> None:
     """A plain HDF5 file: one dataset per column and per map, each checksummed with fletcher32
     (strings are fixed-length utf-8, which HDF5 can checksum; variable-length ones it cannot),
-    or for `contiguous` maps with a CRC-32 per block of rows (`featurestore.piece_maps`)."""
+    or for `contiguous` maps with an XXH3-64 digest per block of rows (`featurestore.piece_maps`)."""
     n = len(columns)
     with h5_writing(path, "piece") as f:
         _text_column(f, "ids", columns.ids)

@@ -1,4 +1,4 @@
-"""Compacted pieces: maps contiguous with a CRC-32 per block; read checked, bit-identical to the
+"""Compacted pieces: maps contiguous with an XXH3-64 digest per block; read checked, bit-identical to the
 chunked pieces they replace; damage named in one line by every reader and by `verify`."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def compacted_pieces(path: Path) -> list[Path]:
     found = []
     for piece in pieces:
         with h5py.File(piece, "r") as f:
-            if piece_maps.crc_name("features") in f:
+            if piece_maps.digest_name("features") in f:
                 assert f["features"].chunks is None and not f["features"].fletcher32
                 found.append(piece)
     return found
@@ -114,7 +114,7 @@ def test_piece_maps_reads_any_row_range_checked_and_converts_float16(tmp_path: P
         piece_maps.write_contiguous(f, "features", data)
         piece_maps.write_contiguous(f, "half", data.astype(np.float16))
     with h5py.File(path, "r") as f:
-        assert f["crc32/features"].attrs["block_rows"] == piece_maps.block_rows(data[0].nbytes)
+        assert f["xxh3/features"].attrs["block_rows"] == piece_maps.block_rows(data[0].nbytes)
         for name, stored in (("features", data), ("half", data.astype(np.float16))):
             for start in range(14):
                 for stop in range(start, 14):
@@ -159,7 +159,7 @@ def test_a_flipped_bit_in_a_compacted_piece_is_named_by_every_reader_and_by_veri
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{piece}: features cannot be read, the piece is damaged (")
-    assert f"features {rows} differ from their CRC-32" in message
+    assert f"features {rows} differ from their digest" in message
     with pytest.raises(StoreError, match=rf"{piece.name}: maps cannot be read.*{rows}"):
         store.maps_of_id(damaged_id)
     with pytest.raises(StoreError, match=rf"{piece.name}: features cannot be read.*{rows}"):
@@ -169,7 +169,7 @@ def test_a_flipped_bit_in_a_compacted_piece_is_named_by_every_reader_and_by_veri
     findings, _ = verify_store(tmp_path / "s")
     name = f"pieces/{piece.name}"
     assert f"{name}: sha256 differs from the manifest" in findings
-    damaged = f"{name}: cannot be read (features {rows} differ from their CRC-32"
+    damaged = f"{name}: cannot be read (features {rows} differ from their digest"
     assert any(line.startswith(damaged) for line in findings), findings
     assert all("\n" not in line for line in findings)
     # compact refuses to move damaged rows into a new piece
@@ -205,7 +205,7 @@ def test_a_damaged_checksum_table_or_a_map_without_checksum_is_never_served(
     compact_store(tmp_path / "s", retain_seconds=0)
     (piece,) = compacted_pieces(tmp_path / "s")
     with h5py.File(piece, "r") as f:
-        table = f[piece_maps.crc_name("features")]
+        table = f[piece_maps.digest_name("features")]
         assert table.fletcher32  # the table has its own checksum
         chunk = table.id.get_chunk_info(0).byte_offset
     saved = piece.read_bytes()
@@ -214,7 +214,7 @@ def test_a_damaged_checksum_table_or_a_map_without_checksum_is_never_served(
         open_store(tmp_path / "s").load("train")
     piece.write_bytes(saved)
     with h5py.File(piece, "r+") as f:
-        del f[piece_maps.crc_name("features")]
+        del f[piece_maps.digest_name("features")]
     with pytest.raises(StoreError, match=rf"{piece.name}: features cannot be read.*carries no checksum"):
         open_store(tmp_path / "s").load("train")
     assert any("carries no checksum" in line for line in verify_store(tmp_path / "s")[0])
