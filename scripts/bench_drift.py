@@ -24,14 +24,12 @@ or over it in the overall or a per-class comparison, with p < alpha there).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import DEFAULT_PHOTOS, REPO
+from _common import DEFAULT_PHOTOS, REPO, machine_line
 from PIL import Image, ImageEnhance, ImageFilter
 
 from featurestore.drift import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare
@@ -127,16 +125,6 @@ def make_scenarios(data: np.lib.npyio.NpzFile, pool: str) -> dict:
     }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
@@ -164,7 +152,7 @@ def main() -> None:
         scenarios = {name: scenarios[name] for name in args.scenarios.split(",")}
     sizes = [int(s) for s in args.sizes.split(",")]
     thresholds = sorted({*(float(t) for t in args.thresholds.split(",")), DEFAULT_THRESHOLD})
-    print(f"CPU: {cpu_name()}; {len(data['labels'])} photos, pool {args.pool}, alpha {DEFAULT_ALPHA}")
+    print(f"{machine_line()}; {len(data['labels'])} photos, pool {args.pool}, alpha {DEFAULT_ALPHA}")
     print(
         f"{'scenario':<12} {'n':>4} {'trials':>6} {'AUC median':>10} {'AUC p95':>8} {'s/trial':>7}  "
         + "  ".join(f"flag@{t:g}" for t in thresholds)

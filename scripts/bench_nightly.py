@@ -13,25 +13,17 @@ bare, ...) so that a change in the machine's load hits both alike.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from _common import copy_photos
+from _common import copy_photos, machine_line
 
 from featurestore.extract import ExtractConfig, run_extract
 from featurestore.extractor import Extractor
 from featurestore.quiet import quiet_tensorflow
 from featurestore.recorded import RunOptions, recorded_extract
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> None:
@@ -76,7 +68,7 @@ def main() -> None:
             rows.append((variant, time.perf_counter() - started, computed, drift_seconds))
             shutil.rmtree(store)
 
-        print(f"CPU: {cpu_model()}; load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(machine_line())
         print(f"store {2 * args.base} photos, tonight {2 * args.tonight} new photos, 150 px, imagenet VGG16")
         print(f"{'variant':<10} {'wall s':>8} {'computed':>9} {'drift s':>8}")
         for variant, seconds, computed, drift in rows:

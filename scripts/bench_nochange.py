@@ -20,6 +20,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from _common import machine_line
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Runs argv[2:] in a child (cwd: argv[1]) and prints its wall, CPU seconds and peak RSS.
@@ -66,13 +68,6 @@ def measure(cwd: Path, *command: str) -> dict:
     return result
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
@@ -84,7 +79,8 @@ def main() -> None:
     extract = ["-m", "classifiers.cli", "extract", str(source), "--store", str(store)]
     extract += ["--weights", "imagenet"]
     codes = {"this checkout": REPO, **{f"baseline {path}": path.resolve() for path in args.baseline}}
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()}")
+    sys.path.insert(0, str(REPO))  # featurestore, for the machine line
+    print(machine_line())
     for root in codes.values():  # up to date first, untimed: a no-change run is what is timed
         measure(root, sys.executable, *extract)
     runs: dict[str, list[dict]] = {"bare scandir+stat walk": [], **{label: [] for label in codes}}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -21,14 +20,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-from _common import copy_photos
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
-    return platform.processor() or "unknown"
+from _common import copy_photos, machine_line
 
 
 def stage_line(stages: dict) -> str:
@@ -54,7 +46,7 @@ def main() -> None:
     from featurestore.weights import resolve_weights
 
     weights = str(resolve_weights(args.weights) or args.weights)
-    print(f"CPU: {cpu_name()}; load average before: {os.getloadavg()}")
+    print(machine_line())
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         source = Path(tmp) / "photos"
         n = len(copy_photos(source, args.per_class))

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine_line
 
 REPO = Path(__file__).resolve().parent.parent
 PIECE_ROWS = 512
@@ -38,13 +39,6 @@ PIECE_ROWS = 512
 # VGG16's block5_pool at 150x150, 32 KiB a row, for split reads at the real size)
 MAP_SHAPE = (2, 2, 64)
 CLI = [sys.executable, "-m", "classifiers.cli"]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def load() -> str:
@@ -510,7 +504,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores; load average at start {load()}")
+    print(machine_line())
     print(f"maps {args.map_shape} float32, {4 * int(np.prod(args.map_shape)) / 1024:.0f} KiB a row")
     fp = fingerprint()
     if args.keep:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _common import machine_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -46,13 +47,6 @@ SHAPE = (4, 4, 512)
 ROW_BYTES = int(np.prod(SHAPE)) * 4
 CLASSES = ("cats", "dogs")
 PIECE_ROWS = 4096
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def load() -> str:
@@ -169,7 +163,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="build stores here and keep them")
     options = parser.parse_args()
 
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average at start: {load()}")
+    print(machine_line())
     work = options.keep or Path(tempfile.mkdtemp(prefix="bench-stream-"))
     try:
         run(work, options)
