@@ -47,3 +47,11 @@ machine
 "$FS" bench "$STORES/cvd150v4" --out "$OUT/s150v4" --classifiers logreg,rbf-svm --views both
 "$FS" bench "$STORES/cvd150v4" --out "$OUT/s150v4" --classifiers logreg,rbf-svm --views yes --flips yes --tta both
 machine
+# resolution past 224 px, and float16 at 288 px
+extract "$STORES/cvd288" --input-size 288
+extract "$STORES/cvd384" --input-size 384
+[ -d "$STORES/cvd288f16" ] || "$PY" scripts/store_as_float16.py "$STORES/cvd288" "$STORES/cvd288f16"
+machine
+"$FS" bench "$STORES/cvd224b4" "$STORES/cvd288" "$STORES/cvd384" --out "$OUT/resolution" --classifiers logreg,rbf-svm
+"$FS" bench "$STORES/cvd288" "$STORES/cvd288f16" --out "$OUT/s288f16" --classifiers logreg,rbf-svm
+machine
