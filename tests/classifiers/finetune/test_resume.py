@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.xdist_group("finetune")
 EPOCHS = 4
 
 
-def _command(store: Path, head: Path, out: Path, *extra: str) -> list[str]:
+def _command(store: Path, head: Path, out: Path, *extra: str, epochs: int = EPOCHS) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -42,7 +44,7 @@ def _command(store: Path, head: Path, out: Path, *extra: str) -> list[str]:
         "--weights",
         "random",
         "--epochs",
-        str(EPOCHS),
+        str(epochs),
         "--batch-size",
         "4",
         "--patience",
@@ -68,24 +70,43 @@ def _signal_after_first_checkpoint(command: list[str], out: Path, signum: int) -
     """Start `command`, send `signum` once an epoch is checkpointed; (exit code, stderr)."""
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-    while _finished_epochs(out) < 1:
-        assert process.poll() is None, (
-            f"ended before its first checkpoint: {process.communicate()[1][-2000:]}"
-        )
+    while _finished_epochs(out) < 1 and process.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.02)
-    process.send_signal(signum)
+    process.send_signal(signum)  # (a no-op when it has already ended)
     _, stderr = process.communicate(timeout=120)
     return process.returncode, stderr
+
+
+def _interrupt_mid_run(
+    command_for: Callable[[int], list[str]], out: Path, signum: int, epochs: int
+) -> tuple[int, str, list[str], int]:
+    """Signal a run after its first checkpoint and before its end: (exit code, stderr, the
+    command, its epochs). On a fast machine a short run can end before the signal lands; it
+    is then rerun from scratch with 4x the epochs (an epoch takes ~1 s on a 2-core AVX2 CPU,
+    a few tens of ms with AVX-512 bf16)."""
+    for _ in range(4):
+        command = command_for(epochs)
+        code, stderr = _signal_after_first_checkpoint(command, out, signum)
+        finished = _finished_epochs(out)
+        if not (out / "metadata.json").exists() and finished < epochs:
+            assert finished >= 1, f"ended before its first checkpoint: {stderr[-2000:]}"
+            return code, stderr, command, epochs
+        shutil.rmtree(out)  # the signal landed after the last epoch: too short to interrupt
+        epochs *= 4
+    raise AssertionError(f"every run finished before the signal, up to {epochs // 4} epochs")
 
 
 def test_sigterm_after_a_checkpoint_exits_143_in_one_line_then_rerun_resumes(
     tiny_store: Path, dense_head: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "model"
-    epochs = 8  # an epoch of cached maps takes ~1 s here: the signal lands well before the end
-    command = _command(tiny_store, dense_head, out, "--from-cache", "--no-augment", "--epochs", str(epochs))
-    code, stderr = _signal_after_first_checkpoint(command, out, signal.SIGTERM)
+    code, stderr, command, epochs = _interrupt_mid_run(
+        lambda n: _command(tiny_store, dense_head, out, "--from-cache", "--no-augment", epochs=n),
+        out,
+        signal.SIGTERM,
+        8,
+    )
     stopped_at = _finished_epochs(out)
     assert 1 <= stopped_at < epochs, "stopped too late to test a resume"
     assert code == 143, stderr[-2000:]
@@ -100,7 +121,8 @@ def test_sigterm_after_a_checkpoint_exits_143_in_one_line_then_rerun_resumes(
     assert json.loads(rerun.stdout.strip().splitlines()[-1])["training"]["resumed_from"] == stopped_at
     # Both runs are in the store's history: the stopped one says so (the store is shared, so
     # pick this test's runs by their --out).
-    runs = [r for r in list_runs(tiny_store, kind="finetune") if str(out) in r["argv"]]
+    # (the last two: runs too short to interrupt, retried with more epochs, came before them)
+    runs = [r for r in list_runs(tiny_store, kind="finetune") if str(out) in r["argv"]][-2:]
     assert [(r["status"], r["exit_code"]) for r in runs] == [("interrupted", 143), ("ok", 0)]
     assert runs[1]["extra"]["model"] == str(out) and runs[1]["stages"]["total"]["seconds"] > 0
 
@@ -110,25 +132,25 @@ def test_sigkill_after_a_checkpoint_then_rerun_continues(
 ) -> None:
     out = tmp_path / "model"
     env = _env()
-    _signal_after_first_checkpoint(_command(tiny_store, dense_head, out), out, signal.SIGKILL)
+    _, _, command, epochs = _interrupt_mid_run(
+        lambda n: _command(tiny_store, dense_head, out, epochs=n), out, signal.SIGKILL, EPOCHS
+    )
     killed_at = _finished_epochs(out)
-    assert 1 <= killed_at < EPOCHS, "killed too late to test a resume"
+    assert 1 <= killed_at < epochs, "killed too late to test a resume"
     before = json.loads((out / "checkpoint" / STATE).read_text())["history"]
     assert not (out / "metadata.json").exists()
 
-    rerun = subprocess.run(
-        _command(tiny_store, dense_head, out), env=env, capture_output=True, text=True, timeout=300
-    )
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming after epoch {killed_at}" in rerun.stderr
     epoch_lines = [line for line in rerun.stderr.splitlines() if line.startswith("epoch ")]
-    assert epoch_lines[0].startswith(f"epoch {killed_at + 1}/{EPOCHS}:")  # continues, not restarts
+    assert epoch_lines[0].startswith(f"epoch {killed_at + 1}/{epochs}:")  # continues, not restarts
     report = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert report["training"]["resumed_from"] == killed_at
-    assert report["training"]["epochs_run"] == EPOCHS
+    assert report["training"]["epochs_run"] == epochs
     history = json.loads((out / "metadata.json").read_text())["training"]["history"]
     assert all(history[key][:killed_at] == values[:killed_at] for key, values in before.items())
-    assert len(history["loss"]) == EPOCHS
+    assert len(history["loss"]) == epochs
 
     from classifiers.finetune.saved import MODEL_FILE, load_network
     from featurestore.backbone import build_conv_base
@@ -150,14 +172,17 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(
     from classifiers.finetune.saved import MODEL_FILE, load_network
 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    command = _command(views_store, views_head, resumed, "--from-cache", "--augment")
-    _signal_after_first_checkpoint(command, resumed, signal.SIGKILL)
-    assert not (resumed / "metadata.json").exists(), "killed too late to test a resume"
+    _, _, command, epochs = _interrupt_mid_run(
+        lambda n: _command(views_store, views_head, resumed, "--from-cache", "--augment", epochs=n),
+        resumed,
+        signal.SIGKILL,
+        EPOCHS,
+    )
     rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming after epoch" in rerun.stderr
     once = subprocess.run(
-        _command(views_store, views_head, whole, "--from-cache", "--augment"),
+        _command(views_store, views_head, whole, "--from-cache", "--augment", epochs=epochs),
         env=_env(),
         capture_output=True,
         text=True,
