@@ -43,9 +43,11 @@ FLIPPED = "flipped"  # group of the maps of the horizontally flipped images
 VIEWS = "views"  # group of the augmented views' maps: views/<k>/features, k = 1..K
 
 # A piece is named in the manifest by a path inside pieces/; nothing else is ever opened.
-_PIECE_FILE = re.compile(r"^pieces/[A-Za-z0-9][A-Za-z0-9._-]*\.h5$")
+_PIECE_NAME = r"pieces/[A-Za-z0-9][A-Za-z0-9._-]*\.h5"
+_SHA256_HEX = r"[0-9a-f]{64}"
+_PIECE_FILE = re.compile(rf"^{_PIECE_NAME}$")
 _INDEX_FILE = re.compile(r"^index/[A-Za-z0-9][A-Za-z0-9._-]*\.h5$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(rf"^{_SHA256_HEX}$")
 
 
 class StoreError(FeaturestoreError):
@@ -236,8 +238,8 @@ def _parse(data: Any) -> Manifest:
 # regex over all the names at once. Only when one fails are the entries checked one by one, for
 # the message that names the first wrong field.
 _PIECE_KEYS = {"file", "rows", "sha256", "generation"}
-_PIECE_FILES = re.compile(r"(?:pieces/[A-Za-z0-9][A-Za-z0-9._-]*\.h5\n)*")
-_SHA256S = re.compile(r"(?:[0-9a-f]{64}\n)*")
+_PIECE_FILES = re.compile(rf"(?:{_PIECE_NAME}\n)*")  # names joined by newlines, each as _PIECE_FILE
+_SHA256S = re.compile(rf"(?:{_SHA256_HEX}\n)*")
 
 
 def _all_match(names: list[Any], pattern: re.Pattern[str]) -> bool:
