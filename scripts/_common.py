@@ -24,6 +24,25 @@ def copy_photos(dest: Path, per_class: int, photos: Path = DEFAULT_PHOTOS, skip:
     return copied
 
 
+# The bare walk a no-change `extract` is measured against (issue 9): `os.scandir` + one `stat`
+# per file, nothing else. Source for a fresh interpreter; defines walk(top) -> files seen.
+SCANDIR_WALK = """
+import os
+def walk(top):
+    n = 0
+    stack = [top]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.is_dir():
+                    stack.append(e.path)
+                else:
+                    e.stat()
+                    n += 1
+    return n
+"""
+
+
 def machine_line() -> str:
     """The CPU model, cores and load average: other agents share these cores."""
     from featurestore.hardware import cpu_flags, cpu_model

@@ -20,7 +20,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from _common import machine_line
+from _common import SCANDIR_WALK, machine_line
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,21 +41,7 @@ CHILD = textwrap.dedent(
     """
 )
 
-WALK = textwrap.dedent(
-    """
-    import os, sys
-    n, stack = 0, [sys.argv[1]]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                if e.is_dir():
-                    stack.append(e.path)
-                else:
-                    e.stat()
-                    n += 1
-    print(n)
-    """
-)
+WALK = "import sys\n" + SCANDIR_WALK + "print(walk(sys.argv[1]))\n"
 
 
 def measure(cwd: Path, *command: str) -> dict:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine_line
+from _common import SCANDIR_WALK, machine_line
 
 REPO = Path(__file__).resolve().parent.parent
 PIECE_ROWS = 512
@@ -150,22 +150,7 @@ def build_store(store: Path, source: Path, files: list[tuple[str, int]], fp, map
         writer.commit(pending)
 
 
-WALK = """
-import os
-def walk(top):
-    n = 0
-    stack = [top]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                if e.is_dir():
-                    stack.append(e.path)
-                else:
-                    e.stat()
-                    n += 1
-    return n
-result["files"] = walk(sys.argv[2])
-"""
+WALK = SCANDIR_WALK + 'result["files"] = walk(sys.argv[2])\n'
 
 SPLIT_READ = """
 from featurestore.store import open_store
