@@ -22,8 +22,7 @@ from typing import Any
 import click
 
 from classifiers.bench.config import FLIP_CHOICES as BENCH_FLIPS
-from classifiers.bench.config import TTA_CHOICES as BENCH_TTA
-from classifiers.bench.config import BenchConfig
+from classifiers.bench.config import BenchConfig, tta_modes
 from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
 from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
@@ -79,6 +78,19 @@ class SplitsType(click.ParamType):
             return SplitFractions.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class BenchTtaType(click.ParamType):
+    """bench's test-time averaging rows, e.g. none,views (`classifiers.bench.config.tta_modes`)."""
+
+    name = "MODE[,MODE...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            tta_modes(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
 
 
 @contextlib.contextmanager
@@ -729,10 +741,12 @@ def predict(model: Path, source: Path, out: Path, weights: str, tta: str | None,
 )
 @click.option(
     "--tta",
-    type=click.Choice(BENCH_TTA),
     default=default(BenchConfig, "tta"),
     show_default=True,
-    help="Test-time flips: average each image's probabilities with its mirror's; both: a row each.",
+    type=BenchTtaType(),
+    help="Test-time averaging, a row each: none, flip (with the mirror image's probabilities), "
+    "views (over the image and its --views K views); a comma-separated list (none,views); "
+    "both: none,flip.",
 )
 @click.option(
     "--views",

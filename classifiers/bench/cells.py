@@ -80,14 +80,17 @@ def cell_key(
     flips: bool = False,
     tta: bool = False,
     augmented: bool = False,
+    tta_views: bool = False,
 ) -> dict[str, Any]:
     """The JSON key naming a cell; `estimator_recipe` is `recipe()` of the unfitted estimator.
 
-    Flipped training views, test-time flips and augmented training views enter the key only
-    when used, so that the cells of a plain benchmark keep their names."""
+    Flipped training views, test-time flips, augmented training views and test-time views enter
+    the key only when used, so that the cells of a plain benchmark keep their names."""
     views = {"views": {"flips": flips, "tta": tta}} if flips or tta else {}
     if augmented:
         views |= {"augmented_views": True}
+    if tta_views:
+        views |= {"tta_views": True}
     return views | {
         "format": CELL_FORMAT,
         "store_digest": store_digest,
@@ -153,6 +156,7 @@ class CellTask:
     flips: bool = False  # also fit on the mirror images' maps of the training rows
     tta: bool = False  # average each scored row's probabilities with its mirror image's
     augmented: bool = False  # also fit on the training rows' augmented views (extract --views K)
+    tta_views: bool = False  # average each scored row's probabilities over it and its views
 
 
 def _limit_threads(threads: int | None) -> None:
@@ -174,6 +178,7 @@ def run_cell(
     X_flipped: np.ndarray | None = None,
     X_test_flipped: np.ndarray | None = None,
     X_views: np.ndarray | None = None,
+    X_test_views: np.ndarray | None = None,
     *,
     save: bool = True,
 ) -> dict[str, Any]:
@@ -182,7 +187,8 @@ def run_cell(
 
     `X_flipped` and `X_test_flipped` (the mirror images' maps, row for row) serve a task with
     `flips` or `tta`; `X_views` (the pool rows' augmented views, (rows, K, ...)) a task with
-    `augmented`: K more rows per training image, never of a scored one.
+    `augmented`: K more rows per training image, never of a scored one; with `X_test_views`
+    (the test rows') a task with `tta_views`: each scored image averaged over it and its K views.
 
     `threads` (set when cells run in parallel) caps BLAS/OpenMP and TensorFlow threads in this
     worker, so that N workers use about the machine's cores rather than N times them.
@@ -212,9 +218,12 @@ def run_cell(
             X_fit, y_fit = np.concatenate([X_fit, mirrored]), np.concatenate([y_fit, y_fit])
         if task.tta:
             views.append(X_test_flipped if task.test is None else X_flipped[task.test])
+    if (task.augmented or task.tta_views) and (X_views is None or X_test_views is None):
+        raise BenchError(f"{variant.name}: augmented views asked for but not loaded")
+    if task.tta_views:
+        scored = np.asarray(X_test_views) if task.test is None else np.asarray(X_views)[task.test]
+        views.extend(scored[:, k] for k in range(scored.shape[1]))
     if task.augmented:
-        if X_views is None:
-            raise BenchError(f"{variant.name}: augmented views asked for but not loaded")
         picked = np.asarray(X_views) if task.train is None else np.asarray(X_views)[task.train]
         k = picked.shape[1]
         X_fit = np.concatenate([X_fit, picked.reshape(-1, *picked.shape[2:])])

@@ -27,10 +27,13 @@ from featurestore.extract_config import ENGINES
 FEATURES_KEY = "features"
 
 
-#: `--flips`: fit on the mirrored training views too (no, yes, or both as two rows);
-#: `--tta`: average each image's probabilities with its mirror's (none, flip, or both).
+#: `--flips`: fit on the mirrored training views too (no, yes, or both as two rows).
 FLIP_CHOICES = ("no", "yes", "both")
-TTA_CHOICES = ("none", "flip", "both")
+#: `--tta`: a comma-separated list of rows to score, each averaging an image's probabilities
+#: over none of its other views, its mirror image's (flip) or its cached augmented views'
+#: (views, like `train --tta views`); ``both`` is ``none,flip``.
+TTA_CHOICES = ("none", "flip", "views")
+TTA_ALIASES = {"both": ("none", "flip")}
 #: `--views`: fit on the cached augmented views of the training images too (extract --views K).
 VIEW_CHOICES = FLIP_CHOICES
 
@@ -60,7 +63,7 @@ class BenchConfig:
     ray_address: str | None = None
     stores: tuple[Path, ...] = ()  # more stores of the same images, compared on the same folds
     flips: str = "no"  # fit on the mirrored training views too: no, yes or both
-    tta: str = "none"  # test-time flips: none, flip or both
+    tta: str = "none"  # test-time averaging: none, flip, views, or a comma-separated list
     views: str = "no"  # fit on the augmented views (extract --views K) too: no, yes or both
 
     def __post_init__(self) -> None:
@@ -68,8 +71,7 @@ class BenchConfig:
         object.__setattr__(self, "stores", tuple(Path(p) for p in self.stores))
         if self.flips not in FLIP_CHOICES:
             raise ConfigError(f"--flips must be one of {', '.join(FLIP_CHOICES)}, not {self.flips!r}")
-        if self.tta not in TTA_CHOICES:
-            raise ConfigError(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {self.tta!r}")
+        tta_modes(self.tta)
         if self.views not in VIEW_CHOICES:
             raise ConfigError(f"--views must be one of {', '.join(VIEW_CHOICES)}, not {self.views!r}")
         object.__setattr__(self, "out", Path(self.out))
@@ -110,6 +112,20 @@ class BenchConfig:
             "tta": self.tta,
             "views": self.views,
         }
+
+
+def tta_modes(tta: str) -> tuple[str, ...]:
+    """``"none,views"`` -> ``("none", "views")``: the test-time averaging of each row to score,
+    in the order given; `ConfigError` names a wrong or repeated item."""
+    items = [item.strip() for item in tta.split(",")]
+    modes = [mode for item in items for mode in TTA_ALIASES.get(item, (item,))]
+    wrong = [mode for mode in modes if mode not in TTA_CHOICES]
+    if wrong or not modes:
+        choices = ", ".join((*TTA_CHOICES, *TTA_ALIASES))
+        raise ConfigError(f"--tta takes a comma-separated list of {choices}, not {tta!r}")
+    if len(set(modes)) != len(modes):
+        raise ConfigError(f"--tta names a mode twice: {tta!r}")
+    return tuple(modes)
 
 
 @dataclass(frozen=True)

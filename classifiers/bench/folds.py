@@ -41,6 +41,7 @@ class BenchData:
     X_test_flipped: np.ndarray | None = None
     # the pool images' augmented views (extract --views K): (rows, K, ...), row for row
     X_views: np.ndarray | None = None
+    X_test_views: np.ndarray | None = None
 
     def restricted(self, ids: np.ndarray, ids_test: np.ndarray) -> BenchData:
         """The rows of the given ids only (both sorted, as this data is), in the same order."""
@@ -62,6 +63,7 @@ class BenchData:
             cut(self.X_flipped, keep),
             cut(self.X_test_flipped, keep_test),
             cut(self.X_views, keep),
+            cut(self.X_test_views, keep_test),
         )
 
 
@@ -121,8 +123,8 @@ def load_data(
 
     `flipped` also reads the maps of the mirror images (a store extracted with --flip-views),
     row for row; it is not streamed. `views` reads the augmented views of the train+validation
-    images (a store extracted with --views K) as one (rows, K, ...) array, row for row; it is
-    not streamed either.
+    images and of the test images (a store extracted with --views K) as (rows, K, ...) arrays,
+    row for row; it is not streamed either.
 
     Raises `featurestore.StoreError` for a missing or broken store and `BenchError` when there
     are fewer than 2 classes, a class has fewer labelled rows than `folds`, or a streamed
@@ -169,13 +171,17 @@ def load_data(
         test = store.load(TEST_SPLIT)
         order_test = _unique_order(test.labels, test.ids, test.paths)[0]
         X_test_flipped = store.load(TEST_SPLIT, flipped=True).features[order_test]
-    X_views = None
+    X_views = X_test_views = None
     if views:  # K whole-split reads of the same rows, stacked on a new axis 1
         if pooling is not None:
-            raise BenchError(f"{store_path}: --views reads whole maps; it is not streamed")
+            raise BenchError(f"{store_path}: --views and --tta views read whole maps; they are not streamed")
         order = _unique_order(pool[1], pool[2], pool[3])[0]
         per_view = [store.load(list(POOL_SPLITS), view=k).features[order] for k in range(1, store.views + 1)]
         X_views = np.stack(per_view, axis=1)
+        test = store.load(TEST_SPLIT)
+        order_test = _unique_order(test.labels, test.ids, test.paths)[0]
+        per_view = [store.load(TEST_SPLIT, view=k).features[order_test] for k in range(1, store.views + 1)]
+        X_test_views = np.stack(per_view, axis=1) if per_view else None
     info = {
         "path": str(Path(store_path).resolve()),
         "fingerprint": store.fingerprint.to_dict(),
@@ -188,7 +194,9 @@ def load_data(
         "streamed": pooling,
     }
     data = BenchData(X, y, ids, X_test, y_test, ids_test, class_names, info, dropped + dropped_test)
-    return dataclasses.replace(data, X_flipped=X_flipped, X_test_flipped=X_test_flipped, X_views=X_views)
+    return dataclasses.replace(
+        data, X_flipped=X_flipped, X_test_flipped=X_test_flipped, X_views=X_views, X_test_views=X_test_views
+    )
 
 
 def common_images(datas: list[BenchData], names: list[str]) -> tuple[list[BenchData], int]:

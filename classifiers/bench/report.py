@@ -138,6 +138,7 @@ def _setting_lines(result: BenchResult) -> list[str]:
             *(["fit on flipped views"] if s["flips"] else []),
             *(["test-time flips"] if s["tta"] else []),
             *([f"fit on {s.get('views', 0)} augmented views per image"] if s.get("augmented_views") else []),
+            *([f"test-time average over the image and its {s['views']} views"] if s.get("tta_views") else []),
         ]
         stored = ", stores flipped views" if s["flip_views"] else ""
         stored += f", stores {s['views']} augmented views" if s.get("views") else ""
@@ -213,6 +214,7 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
         if result.settings:
             cost = next(c for c in result.settings if c["label"] == row.variant.setting)
             record |= {k: cost[k] for k in ("input_size", "dtype", "flips", "tta", "digest")}
+            record["tta_views"] = cost.get("tta_views", False)
             record["extract_seconds_per_image"] = cost["extract_seconds_per_image"]
             record["bytes_per_image"] = cost["bytes_per_image"]
         out.append(record)

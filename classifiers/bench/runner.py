@@ -51,12 +51,15 @@ def _plan(
     """Every (variant, fold) task, plus the final fit per variant; the full parameters of each.
 
     `setting` says whether the tasks fit on flipped or augmented views and score with test-time
-    flips."""
-    views = (
-        {"flips": setting.flips, "tta": setting.tta, "augmented": setting.views}
-        if setting
-        else {"flips": False, "tta": False, "augmented": False}
-    )
+    flips or views."""
+    views = {"flips": False, "tta": False, "augmented": False, "tta_views": False}
+    if setting:
+        views = {
+            "flips": setting.flips,
+            "tta": setting.tta,
+            "augmented": setting.views,
+            "tta_views": setting.tta_views,
+        }
     from classifiers.keras_heads import KerasHead
     from classifiers.model_file import jsonable
     from classifiers.registry import current_params, final_estimator, make_classifier
@@ -127,7 +130,7 @@ def _execute(
     # the libraries' own defaults (the whole machine).
     threads = None if jobs == 1 else max(1, cores // jobs)
     arrays = (data.X, data.y, data.X_test, data.y_test)
-    extra = (data.X_flipped, data.X_test_flipped, data.X_views)  # None where not loaded
+    extra = (data.X_flipped, data.X_test_flipped, data.X_views, data.X_test_views)  # None: not loaded
     done: dict[Path, dict[str, Any]] = {}
     bar, show_bar = _progress(config.progress, len(pending))
     with bar, _cells(pending, arrays + extra, data.class_names, jobs, threads, config) as finished:
@@ -191,6 +194,7 @@ def _setting_records(
             "flips": s.flips,
             "tta": s.tta,
             "augmented_views": s.views,
+            "tta_views": s.tta_views,
             **costs[s.store],
         }
         for s in settings
@@ -247,7 +251,7 @@ def _run(config: BenchConfig) -> BenchResult:
     for note in notes:
         print(f"bench: {note}", file=sys.stderr)
     needs_flips = {path: any(s.flips or s.tta for s in settings if s.store == path) for path in stores}
-    needs_views = {path: any(s.views for s in settings if s.store == path) for path in stores}
+    needs_views = {path: any(s.views or s.tta_views for s in settings if s.store == path) for path in stores}
     loaded = [
         load_data(
             path,

@@ -1,15 +1,16 @@
 """Feature settings a benchmark compares: several stores of the same images, with or without
-flipped training views, augmented training views and test-time flips, each with what it costs
+flipped or augmented training views and test-time flips or views, each with what it costs
 to extract and keep.
 
-A setting is (store, flips, tta, views). ``flips`` adds the maps of the mirrored training-fold
-images to the rows a classifier fits on; ``tta`` averages each scored image's probabilities with
-its mirror image's. Both need a store extracted with ``--flip-views``; a store without them gets
-only the plain setting. ``views`` adds the maps of the training-fold images' cached augmented
-views (a store extracted with ``--views K``): K more rows per training image, never of a scored
-image. Every setting is scored on the same folds: the images all the stores
-share, sorted by id (`classifiers.bench.folds.common_images`), so that the leaderboard compares
-feature sets image for image.
+A setting is (store, flips, tta, views, tta_views). ``flips`` adds the maps of the mirrored
+training-fold images to the rows a classifier fits on; ``tta`` averages each scored image's
+probabilities with its mirror image's. Both need a store extracted with ``--flip-views``; a store
+without them gets only the plain setting. ``views`` adds the maps of the training-fold images'
+cached augmented views (a store extracted with ``--views K``): K more rows per training image,
+never of a scored image; ``tta_views`` averages each scored image's probabilities over it and its
+K views (as ``train --tta views`` and ``predict`` do). Every setting is scored on the same
+folds: the images all the stores share, sorted by id (`classifiers.bench.folds.common_images`),
+so that the leaderboard compares feature sets image for image.
 
 Cost per image: the seconds its extractions took per computed image (from the store's run
 history, ``STORE/runs/``; n/a when it has none) and the bytes of the maps it keeps per image
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.bench.config import FLIP_CHOICES, TTA_CHOICES, VIEW_CHOICES
+from classifiers.bench.config import FLIP_CHOICES, VIEW_CHOICES, tta_modes
 from classifiers.errors import BenchError
 
 
@@ -37,6 +38,7 @@ class Setting:
     flips: bool
     tta: bool
     views: bool = False  # also fit on the augmented views of the training images
+    tta_views: bool = False  # average each scored image's probabilities over it and its views
 
     def prefix(self, name: str) -> str:
         return f"{self.label}/{name}" if self.label else name
@@ -63,15 +65,13 @@ def plan_settings(
     views skips."""
     if flips not in FLIP_CHOICES:
         raise BenchError(f"--flips must be one of {', '.join(FLIP_CHOICES)}, not {flips!r}")
-    if tta not in TTA_CHOICES:
-        raise BenchError(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {tta!r}")
+    modes = tta_modes(tta)
     if views not in VIEW_CHOICES:
         raise BenchError(f"--views must be one of {', '.join(VIEW_CHOICES)}, not {views!r}")
     has_views = has_views or {}
     flip_values = {"no": [False], "yes": [True], "both": [False, True]}[flips]
-    tta_values = {"none": [False], "flip": [True], "both": [False, True]}[tta]
     view_values = {"no": [False], "yes": [True], "both": [False, True]}[views]
-    plain = len(stores) == 1 and flip_values == [False] and tta_values == [False] and view_values == [False]
+    plain = len(stores) == 1 and flip_values == [False] and modes == ("none",) and view_values == [False]
     settings, notes, taken = [], [], set()
     for store in stores:
         name = _store_label(store, taken)
@@ -82,16 +82,22 @@ def plan_settings(
                 )
                 continue
             for use_flips in flip_values:
-                for use_tta in tta_values:
-                    if (use_flips or use_tta) and not has_flips[store]:
+                for mode in modes:
+                    if (use_flips or mode == "flip") and not has_flips[store]:
                         notes.append(
                             f"{name}: no flipped views (extract with --flip-views); plain setting only"
                         )
                         continue
-                    label = (
-                        "" if plain else name + "+views" * use_views + "+flips" * use_flips + "+tta" * use_tta
+                    if mode == "views" and not has_views.get(store, False):
+                        notes.append(
+                            f"{name}: no augmented views (extract with --views K); no test-time views"
+                        )
+                        continue
+                    label = "" if plain else name + "+views" * use_views + "+flips" * use_flips
+                    label += {"none": "", "flip": "+tta", "views": "+tta-views"}[mode] if label else ""
+                    settings.append(
+                        Setting(label, store, use_flips, mode == "flip", use_views, mode == "views")
                     )
-                    settings.append(Setting(label, store, use_flips, use_tta, use_views))
         if not any(s.store == store for s in settings):
             settings.append(Setting(name, store, False, False))
     return settings, sorted(set(notes))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from classifiers.bench.config import BenchConfig
@@ -87,3 +88,56 @@ def test_bench_fits_on_the_training_folds_views_only(tmp_path: Path) -> None:
             assert cell["n_fit_rows"] == factor * cell["n_train"]
     settings, notes = plan_settings([tmp_path / "plain"], "no", "none", {tmp_path / "plain": False}, "yes")
     assert [s.label for s in settings] == ["plain"] and "no augmented views" in notes[0]
+
+
+def test_tta_views_averages_each_scored_image_over_its_cached_views(tmp_path: Path) -> None:
+    from classifiers.bench.folds import load_data
+    from classifiers.registry import make_classifier
+    from classifiers.tta import evaluate_views
+
+    views = write_store(tmp_path / "aug", views=3)
+    config = BenchConfig(
+        store=views,
+        out=tmp_path / "out",
+        classifiers=("logreg",),
+        folds=3,
+        views="yes",
+        tta="none,views",
+        progress=False,
+    )
+    result = run_benchmark(config)
+    assert [s["label"] for s in result.settings] == ["aug+views", "aug+views+tta-views"]
+    assert [s["tta_views"] for s in result.settings] == [False, True]
+    table = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "test-time average over the image and its 3 views" in table
+    # The final fit's test score, recomputed by hand: fit on the images and their views, then
+    # score the test images alone (plain row) or averaged over their views (tta-views row).
+    data = load_data(views, 3, views=True)
+    assert data.X_test_views is not None and data.X_test_views.shape[1] == 3
+    model = make_classifier("logreg").fit(
+        np.concatenate([data.X, data.X_views.reshape(-1, *data.X.shape[1:])]),
+        np.concatenate([data.y, np.repeat(data.y, 3)]),
+    )
+    names = data.class_names
+    plain = evaluate_views(model, [data.X_test], data.y_test, names)["log_loss"]
+    test_views = [data.X_test, *data.X_test_views.transpose(1, 0, 2, 3, 4)]
+    averaged = evaluate_views(model, test_views, data.y_test, names)
+    by_setting = {row.variant.setting: row.test["metrics"]["log_loss"] for row in result.rows}
+    assert by_setting["aug+views"] == pytest.approx(plain, rel=1e-9)
+    assert by_setting["aug+views+tta-views"] == pytest.approx(averaged["log_loss"], rel=1e-9)
+    assert plain != averaged["log_loss"]
+
+
+def test_tta_modes_are_a_list_and_skip_stores_without_views(tmp_path: Path) -> None:
+    from classifiers.bench.config import tta_modes
+    from featurestore.errors import ConfigError
+
+    assert tta_modes("both") == ("none", "flip")
+    assert tta_modes("none, views") == ("none", "views")
+    for bad in ("", "flip,crops", "none,both"):
+        with pytest.raises(ConfigError, match="--tta"):
+            tta_modes(bad)
+    a, b = tmp_path / "v4", tmp_path / "plain"
+    settings, notes = plan_settings([a, b], "no", "views", {a: False, b: False}, "no", {a: True, b: False})
+    assert [(s.label, s.tta_views) for s in settings] == [("v4+tta-views", True), ("plain", False)]
+    assert notes == ["plain: no augmented views (extract with --views K); no test-time views"]
