@@ -31,7 +31,7 @@ from featurestore.format import (
     read_manifest,
 )
 from featurestore.index import Rows, load_rows
-from featurestore.piece_maps import read_rows
+from featurestore.piece_maps import block_rows, read_rows
 from featurestore.splits import SPLITS, SplitFractions
 from featurestore.vgg16 import output_shape
 
@@ -341,8 +341,7 @@ class FeatureStore:
                 self._read_maps(piece, name, np.s_[start:stop], out=features[at : at + n])
             else:  # dead rows between: blocks through one reused buffer, live rows kept
                 if buffer is None:
-                    block = max(1, MASKED_READ_BYTES // max(1, features[:1].nbytes))
-                    buffer = np.empty((block, *shape), dtype=np.float32)
+                    buffer = np.empty((self._masked_block_rows(shape), *shape), dtype=np.float32)
                 self._read_masked(piece, name, start, stop, mask, buffer, features[at : at + n])
             at += n
             lo = int(self._starts[piece])
@@ -360,6 +359,14 @@ class FeatureStore:
             class_names=self.class_names,
         )
 
+    def _masked_block_rows(self, shape: tuple[int, ...]) -> int:
+        """Rows of one masked-read block: about MASKED_READ_BYTES of float32, a whole number of a
+        compacted piece's digest blocks (`piece_maps.block_rows` of the stored rows), so that no
+        digest block is read and hashed by two masked blocks."""
+        rows = max(1, MASKED_READ_BYTES // (4 * int(np.prod(shape))))
+        stored = block_rows(int(np.prod(shape)) * np.dtype(self.fingerprint.dtype).itemsize)
+        return rows - rows % stored if rows >= stored else rows
+
     def _read_masked(
         self,
         piece: int,
@@ -372,18 +379,22 @@ class FeatureStore:
     ) -> None:
         """The rows of [start, stop) where `mask` holds, into `out`: blocks aligned to the
         buffer's length read into `buffer` (no new memory a block, where slicing then indexing
-        allocated the whole range twice); a block with no live row is not read."""
+        allocated the whole range twice) from the piece opened once; a block with no live row is
+        not read."""
         block = len(buffer)
         at = 0
-        for lo in range(start - start % block, stop, block):
-            lo, hi = max(lo, start), min(lo + block, stop)
-            keep = mask[lo - start : hi - start]
-            k = int(keep.sum())
-            if not k:
-                continue
-            self._read_maps(piece, name, np.s_[lo:hi], out=buffer[: hi - lo])
-            np.compress(keep, buffer[: hi - lo], axis=0, out=out[at : at + k])
-            at += k
+        path = self._piece_path(piece)
+        with _read_errors(path, name), h5py.File(path, "r") as f:
+            for lo in range(start - start % block, stop, block):
+                lo, hi = max(lo, start), min(lo + block, stop)
+                keep = mask[lo - start : hi - start]
+                k = int(keep.sum())
+                if not k:
+                    continue
+                _prefetch(path, f[name], np.s_[lo:hi])
+                read_rows(f, name, lo, hi, buffer[: hi - lo])
+                np.compress(keep, buffer[: hi - lo], axis=0, out=out[at : at + k])
+                at += k
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
         """The shape the pieces hold; VGG16's geometry for a store with no rows yet."""

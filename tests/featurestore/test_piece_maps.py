@@ -231,3 +231,27 @@ def test_a_format_2_store_of_chunked_pieces_reads_and_is_upgraded_by_compact(tmp
     assert json.loads((tmp_path / "s" / MANIFEST).read_bytes())["format"] == FORMAT
     assert len(compacted_pieces(tmp_path / "s")) == 1
     assert by_path(tmp_path / "s") == expected
+
+
+def test_a_split_read_with_holes_hashes_each_digest_block_once(
+    tmp_path: Path, small_blocks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from featurestore import store as store_module
+
+    chunked_store(tmp_path / "s", n=200)
+    compact_store(tmp_path / "s", retain_seconds=0)
+    with cats_dogs_writer(tmp_path / "s", FP) as w:  # holes in the compacted piece's train rows
+        w.commit(deleted=sorted(by_path(tmp_path / "s", "train"))[1::4])
+    expected = by_path(tmp_path / "s", "train")
+    # Masked blocks of 7 rows' bytes would end inside the digest blocks of 3 rows.
+    monkeypatch.setattr(store_module, "MASKED_READ_BYTES", 7 * ROW_BYTES)
+    checked: list[int] = []
+    check = piece_maps._check
+
+    def counting(data: np.ndarray, rows: int, digests: np.ndarray, first: int, *rest: object) -> None:
+        checked.extend(range(first, first + -(-len(data) // rows)))
+        check(data, rows, digests, first, *rest)
+
+    monkeypatch.setattr(piece_maps, "_check", counting)
+    assert by_path(tmp_path / "s", "train") == expected
+    assert checked and len(checked) == len(set(checked)), sorted(checked)
