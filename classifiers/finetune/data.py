@@ -138,15 +138,17 @@ class ImageRows(Rows):
 class CachedView:
     """One more stored map per row of a split, row for row with the originals: the flipped
     image's ("flipped") or augmented view k's ("view k"). `blocks()` yields them in row order,
-    a block of rows at a time: one block holding them all when they were loaded once, else
-    read from the store again on each call."""
+    a block of rows at a time: one block holding them all when they were loaded once (`maps`),
+    else read from the store again on each call (`maps` None)."""
 
-    def __init__(self, name: str, blocks: Callable[[], Iterable[np.ndarray]]) -> None:
-        self.name, self.blocks = name, blocks
+    def __init__(
+        self, name: str, blocks: Callable[[], Iterable[np.ndarray]], maps: np.ndarray | None = None
+    ) -> None:
+        self.name, self.blocks, self.maps = name, blocks, maps
 
     @classmethod
     def loaded(cls, name: str, maps: np.ndarray) -> CachedView:
-        return cls(name, lambda: (maps,))
+        return cls(name, lambda: (maps,), maps)
 
 
 class MapRows(Rows):
@@ -179,7 +181,8 @@ class MapRows(Rows):
 
     def epoch_maps(self, pick: np.ndarray) -> np.ndarray:
         """Each row's picked map, row for row: one more copy of the split's maps, whatever the
-        number of views (each view is read through once, a block at a time if streamed)."""
+        number of views (each view is read through once, a block at a time); `for_epoch` uses it
+        when a view is streamed."""
         out = self.maps.copy()
         for i, view in enumerate(self.views, start=1):
             if not (pick == i).any():
@@ -200,8 +203,24 @@ class MapRows(Rows):
         if not augment or not self.views:
             return super().for_epoch(epoch, seed, batch_size, augment, workers)
         order, pick = self.picks(epoch, seed)
+        loaded = [view.maps for view in self.views]
+        if all(maps is not None for maps in loaded):  # each batch gathered from its sources
+            sources = [self.maps, *loaded]
+            return Batches(lambda rows: _gather(sources, pick, rows), self.labels, order, batch_size, workers)
         maps = self.epoch_maps(pick)
         return Batches(lambda rows: maps[rows], self.labels, order, batch_size, workers)
+
+
+def _gather(sources: Sequence[np.ndarray], pick: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Row `rows[j]` of `sources[pick[rows[j]]]` for each j: a batch of the epoch's maps without
+    a copy of the whole split (`MapRows.epoch_maps`) when every view is in memory."""
+    out = np.empty((len(rows), *sources[0].shape[1:]), sources[0].dtype)
+    chosen = pick[rows]
+    for i, source in enumerate(sources):
+        at = np.flatnonzero(chosen == i)
+        if len(at):
+            out[at] = source[rows[at]]
+    return out
 
 
 def label_codes(labels: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
