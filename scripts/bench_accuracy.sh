@@ -55,3 +55,12 @@ machine
 "$FS" bench "$STORES/cvd224b4" "$STORES/cvd288" "$STORES/cvd384" --out "$OUT/resolution" --classifiers logreg,rbf-svm
 "$FS" bench "$STORES/cvd288" "$STORES/cvd288f16" --out "$OUT/s288f16" --classifiers logreg,rbf-svm
 machine
+# test-time views: each scored image averaged over it and its 4 cached views, at 150 and 224 px;
+# flips and test-time flips at 288 px
+"$FS" bench "$STORES/cvd150v4" --out "$OUT/s150tv" --classifiers logreg,rbf-svm --views both --tta none,views
+extract "$STORES/cvd224v4b4" --input-size 224 --extra-layer block4_pool --views 4
+extract "$STORES/cvd288b4" --input-size 288 --extra-layer block4_pool --flip-views
+machine
+"$FS" bench "$STORES/cvd224v4b4" --out "$OUT/s224tv" --classifiers logreg,rbf-svm --views both --tta none,views
+"$FS" bench "$STORES/cvd288b4" --out "$OUT/s288f" --classifiers logreg,rbf-svm --flips both --tta both
+machine

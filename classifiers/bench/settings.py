@@ -28,6 +28,9 @@ import numpy as np
 from classifiers.bench.config import FLIP_CHOICES, VIEW_CHOICES, tta_modes
 from classifiers.errors import BenchError
 
+#: How a setting's label names its test-time averaging.
+TTA_SUFFIX = {"none": "", "flip": "+tta", "views": "+tta-views"}
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -93,8 +96,8 @@ def plan_settings(
                             f"{name}: no augmented views (extract with --views K); no test-time views"
                         )
                         continue
-                    label = "" if plain else name + "+views" * use_views + "+flips" * use_flips
-                    label += {"none": "", "flip": "+tta", "views": "+tta-views"}[mode] if label else ""
+                    suffix = "+views" * use_views + "+flips" * use_flips + TTA_SUFFIX[mode]
+                    label = "" if plain else name + suffix
                     settings.append(
                         Setting(label, store, use_flips, mode == "flip", use_views, mode == "views")
                     )
