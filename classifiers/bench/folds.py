@@ -181,7 +181,7 @@ def load_data(
         test = store.load(TEST_SPLIT)
         order_test = _unique_order(test.labels, test.ids, test.paths)[0]
         per_view = [store.load(TEST_SPLIT, view=k).features[order_test] for k in range(1, store.views + 1)]
-        X_test_views = np.stack(per_view, axis=1) if per_view else None
+        X_test_views = np.stack(per_view, axis=1)
     info = {
         "path": str(Path(store_path).resolve()),
         "fingerprint": store.fingerprint.to_dict(),
