@@ -60,7 +60,9 @@ machine
 "$FS" bench "$STORES/cvd150v4" --out "$OUT/s150tv" --classifiers logreg,rbf-svm --views both --tta none,views
 extract "$STORES/cvd224v4b4" --input-size 224 --extra-layer block4_pool --views 4
 extract "$STORES/cvd288b4" --input-size 288 --extra-layer block4_pool --flip-views
+extract "$STORES/cvd288v4" --input-size 288 --views 4
 machine
 "$FS" bench "$STORES/cvd224v4b4" --out "$OUT/s224tv" --classifiers logreg,rbf-svm --views both --tta none,views
 "$FS" bench "$STORES/cvd288b4" --out "$OUT/s288f" --classifiers logreg,rbf-svm --flips both --tta both
+"$FS" bench "$STORES/cvd288v4" --out "$OUT/s288tv" --classifiers logreg,rbf-svm --views both --tta none,views
 machine
