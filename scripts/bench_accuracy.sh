@@ -59,8 +59,8 @@ machine
 # flips and test-time flips at 288 px
 "$FS" bench "$STORES/cvd150v4" --out "$OUT/s150tv" --classifiers logreg,rbf-svm --views both --tta none,views
 extract "$STORES/cvd224v4b4" --input-size 224 --extra-layer block4_pool --views 4
-extract "$STORES/cvd288b4" --input-size 288 --extra-layer block4_pool --flip-views
-extract "$STORES/cvd288v4" --input-size 288 --views 4
+extract "$STORES/cvd288b4" --input-size 288 --extra-layer block4_pool --flip-views --precision auto  # as measured
+extract "$STORES/cvd288v4" --input-size 288 --views 4 --precision auto  # mixed_bfloat16 where native
 machine
 "$FS" bench "$STORES/cvd224v4b4" --out "$OUT/s224tv" --classifiers logreg,rbf-svm --views both --tta none,views
 "$FS" bench "$STORES/cvd288b4" --out "$OUT/s288f" --classifiers logreg,rbf-svm --flips both --tta both
