@@ -161,27 +161,28 @@ def load_data(
             f"{store_path}: class {class_names[low]!r} has {counts[low]} labelled train+validation "
             f"row(s); --folds {folds} needs at least {folds} per class"
         )
-    X_test, y_test, ids_test, dropped_test = _labelled_unique(*_read(store, [TEST_SPLIT], pooling))
+    test = _read(store, [TEST_SPLIT], pooling)
+    X_test, y_test, ids_test, dropped_test = _labelled_unique(*test)
+
+    def same_rows(**dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The pool's and the test split's maps of another dataset (flipped, a view), in the
+        rows and order of X and X_test (a sort of the ids, small beside reading the maps)."""
+        order, order_test = (_unique_order(*split[1:])[0] for split in (pool, test))
+        pool_maps = store.load(list(POOL_SPLITS), **dataset).features[order]
+        return pool_maps, store.load(TEST_SPLIT, **dataset).features[order_test]
+
     X_flipped = X_test_flipped = None
     if flipped:  # the same rows in the same order, from the flipped datasets
         if pooling is not None:
             raise BenchError(f"{store_path}: --flips and --tta read whole maps; they are not streamed")
-        order = _unique_order(pool[1], pool[2], pool[3])[0]
-        X_flipped = store.load(list(POOL_SPLITS), flipped=True).features[order]
-        test = store.load(TEST_SPLIT)
-        order_test = _unique_order(test.labels, test.ids, test.paths)[0]
-        X_test_flipped = store.load(TEST_SPLIT, flipped=True).features[order_test]
+        X_flipped, X_test_flipped = same_rows(flipped=True)
     X_views = X_test_views = None
     if views:  # K whole-split reads of the same rows, stacked on a new axis 1
         if pooling is not None:
             raise BenchError(f"{store_path}: --views and --tta views read whole maps; they are not streamed")
-        order = _unique_order(pool[1], pool[2], pool[3])[0]
-        per_view = [store.load(list(POOL_SPLITS), view=k).features[order] for k in range(1, store.views + 1)]
-        X_views = np.stack(per_view, axis=1)
-        test = store.load(TEST_SPLIT)
-        order_test = _unique_order(test.labels, test.ids, test.paths)[0]
-        per_view = [store.load(TEST_SPLIT, view=k).features[order_test] for k in range(1, store.views + 1)]
-        X_test_views = np.stack(per_view, axis=1)
+        per_view = [same_rows(view=k) for k in range(1, store.views + 1)]
+        X_views = np.stack([pool_maps for pool_maps, _ in per_view], axis=1)
+        X_test_views = np.stack([test_maps for _, test_maps in per_view], axis=1)
     info = {
         "path": str(Path(store_path).resolve()),
         "fingerprint": store.fingerprint.to_dict(),
