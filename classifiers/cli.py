@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ import click
 
 from classifiers.bench.config import FLIP_CHOICES as BENCH_FLIPS
 from classifiers.bench.config import BenchConfig, tta_modes
+from classifiers.finetune.config import CV_HEADS, UNFREEZE_CHOICES, FinetuneConfig, FinetuneCVConfig
 from classifiers.finetune.config import PRECISIONS as FINETUNE_PRECISIONS
-from classifiers.finetune.config import UNFREEZE_CHOICES, FinetuneConfig
 from featurestore import __version__
 from featurestore.errors import FeaturestoreError
 from featurestore.exitcodes import DRIFT, FAILED_IMAGES, GATE_FAILED, OK, exit_code_for
@@ -788,6 +788,64 @@ def bench(
     click.echo("wrote " + ", ".join(result.files.values()))
 
 
+def schedule_options(config: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The training options `finetune` and `finetune-cv` share, with `config`'s defaults."""
+    options = [
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=1),
+            default=default(config, "epochs"),
+            show_default=True,
+            help="At most this many epochs.",
+        ),
+        click.option(
+            "--lr",
+            "learning_rate",
+            type=click.FloatRange(min=0, min_open=True),
+            default=default(config, "learning_rate"),
+            show_default=True,
+            help="RMSprop learning rate.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=default(config, "batch_size"),
+            show_default=True,
+        ),
+        click.option(
+            "--patience",
+            type=click.IntRange(min=1),
+            default=default(config, "patience"),
+            show_default=True,
+            help="Stop after this many epochs without progress.",
+        ),
+        click.option(
+            "--weights",
+            default=default(config, "weights"),
+            show_default=True,
+            help="Backbone weights the store was made with.",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(FINETUNE_PRECISIONS),
+            default=default(config, "precision"),
+            show_default=True,
+            help="auto: mixed_bfloat16 where the hardware runs it natively (GPU, CPU with "
+            "AVX512_BF16/AMX), else float32.",
+        ),
+        click.option(
+            "--seed", type=click.IntRange(min=0), default=default(config, "seed"), show_default=True
+        ),
+    ]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option(
@@ -801,34 +859,7 @@ def bench(
     show_default=True,
     help="Train this VGG16 block and those above it, with the head.",
 )
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=default(FinetuneConfig, "epochs"),
-    show_default=True,
-    help="At most this many epochs.",
-)
-@click.option(
-    "--lr",
-    "learning_rate",
-    type=click.FloatRange(min=0, min_open=True),
-    default=default(FinetuneConfig, "learning_rate"),
-    show_default=True,
-    help="RMSprop learning rate.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=default(FinetuneConfig, "batch_size"),
-    show_default=True,
-)
-@click.option(
-    "--patience",
-    type=click.IntRange(min=1),
-    default=default(FinetuneConfig, "patience"),
-    show_default=True,
-    help="Stop after this many epochs without progress.",
-)
+@schedule_options(FinetuneConfig)
 @click.option(
     "--augment/--no-augment",
     default=default(FinetuneConfig, "augment"),
@@ -841,23 +872,6 @@ def bench(
     default=default(FinetuneConfig, "from_cache"),
     show_default=True,
     help="Train block5 on the store's cached block4_pool maps instead of images.",
-)
-@click.option(
-    "--weights",
-    default=default(FinetuneConfig, "weights"),
-    show_default=True,
-    help="Backbone weights the store was made with.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(FINETUNE_PRECISIONS),
-    default=default(FinetuneConfig, "precision"),
-    show_default=True,
-    help="auto: mixed_bfloat16 where the hardware runs it natively (GPU, CPU with "
-    "AVX512_BF16/AMX), else float32.",
-)
-@click.option(
-    "--seed", type=click.IntRange(min=0), default=default(FinetuneConfig, "seed"), show_default=True
 )
 @click.option(
     "--workers",
@@ -889,6 +903,66 @@ def finetune(store: Path, as_json: bool, metrics_file: Path | None, **options: A
     click.echo(report.summary())
     if as_json:
         echo_json(report.to_dict())
+
+
+@main.command("finetune-cv")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the folds' results and checkpoints (resumable) and report.json.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=default(FinetuneCVConfig, "folds"),
+    show_default=True,
+    help="Stratified folds over train+validation, as bench --folds draws them.",
+)
+@click.option(
+    "--head",
+    type=click.Choice(CV_HEADS),
+    default=default(FinetuneCVConfig, "head"),
+    show_default=True,
+    help="The head each fold trains on block5 maps and fine-tunes from.",
+)
+@click.option(
+    "--head-param",
+    "head_params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Head parameter, repeatable (e.g. hidden=128), as train --param.",
+)
+@schedule_options(FinetuneCVConfig)
+@click.option(
+    "--augment/--no-augment",
+    default=default(FinetuneCVConfig, "augment"),
+    show_default=True,
+    help="Each epoch one of each image's stored maps: its own, its flipped image's "
+    "(--flip-views), its augmented views' (--views K).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace folds and checkpoints of other arguments.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report (no probabilities) as one JSON object last."
+)
+def finetune_cv(store: Path, head_params: tuple[str, ...], as_json: bool, **options: Any) -> None:
+    """Score block5 fine-tuning by cross-validation on STORE's cached block4_pool maps.
+
+    On each of bench's folds of the train+validation images, a head is trained on the fold's
+    training images, block5 is fine-tuned from it on their cached maps, and both score the
+    held-out images: their accuracy with 95% intervals, and the paired test of the difference.
+    Finished folds and epochs are kept in OUT: rerun the same command after a crash to continue.
+    """
+    from classifiers.finetune.cv import run_finetune_cv
+    from classifiers.registry import parse_params
+
+    with user_errors():  # SIGTERM or Ctrl-C: one line, exit 128 + signal (`JobInterrupted`)
+        params = parse_params(head_params, options["head"])
+        report = run_finetune_cv(FinetuneCVConfig(store=store, head_params=params, **options))
+    click.echo(report.summary())
+    if as_json:  # the out-of-fold probabilities stay in OUT's files
+        echo_json(report.to_dict(predictions=False))
 
 
 if __name__ == "__main__":

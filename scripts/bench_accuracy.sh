@@ -66,3 +66,8 @@ machine
 "$FS" bench "$STORES/cvd288b4" --out "$OUT/s288f" --classifiers logreg,rbf-svm --flips both --tta both
 "$FS" bench "$STORES/cvd288v4" --out "$OUT/s288tv" --classifiers logreg,rbf-svm --views both --tta none,views
 machine
+# fine-tuning by cross-validation on bench's folds: per fold a dense head, then block5 from cached
+# block4 maps drawing among the stored views, both scored on the held-out images
+"$FS" finetune-cv "$STORES/cvd224v4b4" --out "$OUT/ft224cv" --epochs 10 --patience 3
+"$FS" finetune-cv "$STORES/cvd150v4" --out "$OUT/ft150cv" --epochs 10 --patience 3
+machine

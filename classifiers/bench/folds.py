@@ -200,6 +200,15 @@ def load_data(
     )
 
 
+def read_pool(store: Any, **dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(maps, labels, ids) of the store's train+validation images in `load_data`'s rows
+    (labelled, one per image id, sorted by id), from one of its datasets: `store.load`'s
+    `layer`, `flipped` or `view`. Rows of the same opened store line up across datasets."""
+    rows = store.load(list(POOL_SPLITS), **dataset)
+    X, y, ids, _ = _labelled_unique(rows.features, rows.labels, rows.ids, rows.paths)
+    return X, y, ids
+
+
 def common_images(datas: list[BenchData], names: list[str]) -> tuple[list[BenchData], int]:
     """Each store's data cut to the images every store holds, and how many images that left out.
 

@@ -13,6 +13,9 @@ _EXPORTS = {
     "FinetuneConfig": "classifiers.finetune.config",
     "FinetuneReport": "classifiers.finetune.report",
     "run_finetune": "classifiers.finetune.job",
+    "FinetuneCVConfig": "classifiers.finetune.config",
+    "FinetuneCVReport": "classifiers.finetune.cv_report",
+    "run_finetune_cv": "classifiers.finetune.cv",
     "FinetuneError": "classifiers.errors",
     "FinetunedClassifier": "classifiers.finetune.saved",
 }

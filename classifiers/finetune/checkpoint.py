@@ -66,6 +66,15 @@ class Checkpoint:
         known = {field.name for field in dataclasses.fields(TrainState)}
         return TrainState(**{key: value for key, value in data.items() if key in known})
 
+    def claim(self, overwrite: bool) -> None:
+        """Refuse a checkpoint of other arguments (`load`'s error), or discard it when `overwrite`."""
+        try:
+            self.load()
+        except FinetuneError:
+            if not overwrite:
+                raise
+            self.discard()
+
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         """The arrays of one checkpoint file (weights, optimizer, generator states)."""
         with np.load(self.folder / name, allow_pickle=False) as npz:

@@ -1,4 +1,4 @@
-"""What `featurestore finetune` is asked to do: the config, validated on creation.
+"""What `featurestore finetune` and `finetune-cv` are asked to do: the configs, validated on creation.
 
 Imports nothing heavy: the CLI reads its defaults and choices to build the command.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from featurestore.checks import check_choice, check_int, check_number
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 #: Blocks `--unfreeze` accepts: that block and everything above it train.
 UNFREEZE_CHOICES = ("block5", "block4")
+#: The heads `finetune-cv` trains in each fold to warm-start from (Keras networks on the maps).
+CV_HEADS = ("dense", "gap")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -44,13 +47,9 @@ class FinetuneConfig:
             raise FinetuneError(
                 "--from-cache trains block5 on cached block4 maps; --unfreeze block4 needs images"
             )
-        check_int("epochs", self.epochs, 1)
-        check_int("batch-size", self.batch_size, 1)
-        check_int("patience", self.patience, 1)
+        check_schedule(self.epochs, self.batch_size, self.patience, self.learning_rate, self.precision)
         check_int("workers", self.workers, 1)
         check_int("seed", self.seed, 0)
-        check_number("lr", self.learning_rate, positive=True)
-        check_choice("precision", self.precision, PRECISIONS)
 
     def params(self) -> dict[str, Any]:
         """The settings that shape training (a checkpoint resumes only the same ones)."""
@@ -65,6 +64,46 @@ class FinetuneConfig:
             "seed",
         )
         return {key: getattr(self, key) for key in keys}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FinetuneCVConfig:
+    """What `featurestore finetune-cv` was asked to do; see the command's help."""
+
+    store: Path
+    out: Path
+    folds: int = 5
+    head: str = "dense"
+    head_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    epochs: int = 10
+    learning_rate: float = 1e-5
+    batch_size: int = 20
+    patience: int = 3
+    augment: bool = True
+    weights: str = "imagenet"
+    precision: str = "auto"
+    seed: int = 0  # draws the folds (as bench --seed) and seeds every fold's training
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("folds", self.folds, 2)
+        check_choice("head", self.head, CV_HEADS)
+        check_schedule(self.epochs, self.batch_size, self.patience, self.learning_rate, self.precision)
+        check_int("seed", self.seed, 0)
+
+    def params(self) -> dict[str, Any]:
+        """The settings that shape the folds' results (a finished fold is reused only for these)."""
+        keys = ("folds", "head", "epochs", "learning_rate", "batch_size", "patience", "augment", "seed")
+        return {"head_params": dict(self.head_params), **{key: getattr(self, key) for key in keys}}
+
+
+def check_schedule(epochs: int, batch_size: int, patience: int, learning_rate: float, precision: str) -> None:
+    """The training settings `finetune` and `finetune-cv` share, named as their options are."""
+    check_int("epochs", epochs, 1)
+    check_int("batch-size", batch_size, 1)
+    check_int("patience", patience, 1)
+    check_number("lr", learning_rate, positive=True)
+    check_choice("precision", precision, PRECISIONS)
 
 
 def resolve_precision(precision: str) -> str:

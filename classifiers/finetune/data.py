@@ -153,7 +153,12 @@ class CachedView:
 
 class MapRows(Rows):
     """Cached block4_pool maps of the store's rows, and the other maps stored for each row
-    (`views`: the flipped image's, the augmented views') that augmentation draws from."""
+    (`views`: the flipped image's, the augmented views') that augmentation draws from.
+
+    `at`, when given, picks the rows out of larger arrays: row i is row ``at[i]`` of `maps` and
+    of every view's maps (all loaded), read batch by batch, never copied. (`finetune-cv` trains
+    on a subset of the images in each fold; TensorFlow's generator datasets keep an epoch's
+    batches, and what they read from, alive after training.)"""
 
     def __init__(
         self,
@@ -161,12 +166,16 @@ class MapRows(Rows):
         relpaths: np.ndarray,
         labels: np.ndarray,
         views: Sequence[CachedView] = (),
+        at: np.ndarray | None = None,
     ) -> None:
         super().__init__(relpaths, labels)
         self.maps, self.views = maps, list(views)
+        if at is not None and any(view.maps is None for view in self.views):
+            raise ValueError("rows picked out of larger arrays need every view loaded")
+        self.at = np.arange(len(labels)) if at is None else np.asarray(at)
 
     def fetch(self, rows: np.ndarray) -> np.ndarray:
-        return self.maps[rows]
+        return self.maps[self.at[rows]]
 
     def picks(self, epoch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(order, pick) of one epoch: the shuffled rows, and for each row which of its maps it
@@ -206,20 +215,23 @@ class MapRows(Rows):
         loaded = [view.maps for view in self.views]
         if all(maps is not None for maps in loaded):  # each batch gathered from its sources
             sources = [self.maps, *loaded]
-            return Batches(lambda rows: _gather(sources, pick, rows), self.labels, order, batch_size, workers)
+
+            def fetch(rows: np.ndarray) -> np.ndarray:
+                return _gather(sources, pick[rows], self.at[rows])
+
+            return Batches(fetch, self.labels, order, batch_size, workers)
         maps = self.epoch_maps(pick)
         return Batches(lambda rows: maps[rows], self.labels, order, batch_size, workers)
 
 
-def _gather(sources: Sequence[np.ndarray], pick: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Row `rows[j]` of `sources[pick[rows[j]]]` for each j: a batch of the epoch's maps without
+def _gather(sources: Sequence[np.ndarray], chosen: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Row `positions[j]` of `sources[chosen[j]]` for each j: a batch of the epoch's maps without
     a copy of the whole split (`MapRows.epoch_maps`) when every view is in memory."""
-    out = np.empty((len(rows), *sources[0].shape[1:]), sources[0].dtype)
-    chosen = pick[rows]
+    out = np.empty((len(positions), *sources[0].shape[1:]), sources[0].dtype)
     for i, source in enumerate(sources):
         at = np.flatnonzero(chosen == i)
         if len(at):
-            out[at] = source[rows[at]]
+            out[at] = source[positions[at]]
     return out
 
 

@@ -92,12 +92,7 @@ def _run(config: FinetuneConfig, log: Callable[[str], None] | None) -> FinetuneR
     checkpoint = Checkpoint(
         out / CHECKPOINT, hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
     )
-    try:
-        checkpoint.load()
-    except FinetuneError:
-        if not config.overwrite:
-            raise
-        checkpoint.discard()
+    checkpoint.claim(config.overwrite)
 
     policy = resolve_precision(config.precision)
     with seeded(config.seed):  # dropout and augmentation generators start seeded; global RNGs restored

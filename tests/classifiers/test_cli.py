@@ -95,7 +95,7 @@ def test_feature_mode_choices_match_the_transform() -> None:
 
 def test_defaults_come_from_the_config_dataclasses() -> None:
     from classifiers.bench.config import BenchConfig
-    from classifiers.finetune.config import FinetuneConfig
+    from classifiers.finetune.config import FinetuneConfig, FinetuneCVConfig
     from featurestore.extract_config import ExtractConfig
 
     params = {
@@ -109,6 +109,9 @@ def test_defaults_come_from_the_config_dataclasses() -> None:
     finetune = FinetuneConfig(store=Path("s"), head=Path("h"), out=Path("o"))
     assert params[("finetune", "epochs")] == finetune.epochs
     assert params[("finetune", "workers")] == finetune.workers
+    finetune_cv = FinetuneCVConfig(store=Path("s"), out=Path("o"))
+    assert params[("finetune-cv", "epochs")] == finetune_cv.epochs != finetune.epochs
+    assert params[("finetune-cv", "patience")] == finetune_cv.patience != finetune.patience
 
 
 @pytest.mark.parametrize(
@@ -138,7 +141,7 @@ def test_extract_options_are_validated_before_any_work(
 def test_one_command_group_serves_every_command() -> None:
     names = set(main.commands)
     assert {"extract", "info", "verify", "export", "demo", "weights", "train", "predict"} <= names
-    assert {"bench", "finetune"} <= names
+    assert {"bench", "finetune", "finetune-cv"} <= names
     result = subprocess.run(
         [sys.executable, "-m", "classifiers.cli", "--help"], capture_output=True, text=True, check=True
     )

@@ -88,6 +88,28 @@ def test_streamed_views_feed_the_same_epochs_as_loaded_ones() -> None:
         np.testing.assert_array_equal(_epoch(streamed, epoch)[0], _epoch(loaded, epoch)[0])
 
 
+def test_rows_picked_out_of_larger_arrays_feed_what_a_copy_of_those_rows_feeds() -> None:
+    whole = _map_rows(50, views=2)
+    at = np.random.default_rng(1).permutation(50)[:23]
+    picked = MapRows(whole.maps, whole.relpaths[at], whole.labels[at], whole.views, at=at)
+    copied = MapRows(
+        whole.maps[at],
+        whole.relpaths[at],
+        whole.labels[at],
+        [CachedView.loaded(view.name, view.maps[at]) for view in whole.views],  # type: ignore[index]
+    )
+    for epoch in range(3):
+        x, y = _epoch(picked, epoch)
+        np.testing.assert_array_equal(x, _epoch(copied, epoch)[0])
+        np.testing.assert_array_equal(y, _epoch(copied, epoch)[1])
+    np.testing.assert_array_equal(
+        np.concatenate(list(picked.in_order(8).inputs())), np.concatenate(list(copied.in_order(8).inputs()))
+    )
+    streamed = CachedView("view 1", lambda: iter([whole.maps]))
+    with pytest.raises(ValueError, match="need every view loaded"):
+        MapRows(whole.maps, whole.relpaths[at], whole.labels[at], [streamed], at=at)
+
+
 def test_without_augment_or_views_batches_are_the_originals() -> None:
     rows = _map_rows(30, views=2)
     x, _ = _epoch(MapRows(rows.maps, rows.relpaths, rows.labels), 1)
