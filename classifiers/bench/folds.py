@@ -161,15 +161,13 @@ def load_data(
             f"{store_path}: class {class_names[low]!r} has {counts[low]} labelled train+validation "
             f"row(s); --folds {folds} needs at least {folds} per class"
         )
-    test = _read(store, [TEST_SPLIT], pooling)
-    X_test, y_test, ids_test, dropped_test = _labelled_unique(*test)
+    X_test, y_test, ids_test, dropped_test = _labelled_unique(*_read(store, [TEST_SPLIT], pooling))
 
     def same_rows(**dataset: Any) -> tuple[np.ndarray, np.ndarray]:
         """The pool's and the test split's maps of another dataset (flipped, a view), in the
-        rows and order of X and X_test (a sort of the ids, small beside reading the maps)."""
-        order, order_test = (_unique_order(*split[1:])[0] for split in (pool, test))
-        pool_maps = store.load(list(POOL_SPLITS), **dataset).features[order]
-        return pool_maps, store.load(TEST_SPLIT, **dataset).features[order_test]
+        rows and order of X and X_test."""
+        pool_maps = read_labelled(store, POOL_SPLITS, **dataset)[0]
+        return pool_maps, read_labelled(store, [TEST_SPLIT], **dataset)[0]
 
     X_flipped = X_test_flipped = None
     if flipped:  # the same rows in the same order, from the flipped datasets
@@ -200,11 +198,14 @@ def load_data(
     )
 
 
-def read_pool(store: Any, **dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(maps, labels, ids) of the store's train+validation images in `load_data`'s rows
-    (labelled, one per image id, sorted by id), from one of its datasets: `store.load`'s
-    `layer`, `flipped` or `view`. Rows of the same opened store line up across datasets."""
-    rows = store.load(list(POOL_SPLITS), **dataset)
+def read_labelled(
+    store: Any, splits: Sequence[str], **dataset: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(maps, labels, ids) of the labelled images of `splits` in `load_data`'s rows (one per
+    image id, sorted by id: a sort of the ids, small beside reading the maps), from one of the
+    store's datasets: `store.load`'s `layer`, `flipped` or `view`. Rows of the same opened store
+    line up across datasets."""
+    rows = store.load(list(splits), **dataset)
     X, y, ids, _ = _labelled_unique(rows.features, rows.labels, rows.ids, rows.paths)
     return X, y, ids
 

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 import featurestore
-from classifiers.bench.folds import Fold, make_folds, read_pool
+from classifiers.bench.folds import POOL_SPLITS, Fold, make_folds, read_labelled
 from classifiers.errors import FinetuneError
 from classifiers.finetune.checkpoint import Checkpoint
 from classifiers.finetune.config import FinetuneCVConfig, resolve_precision
@@ -48,11 +48,12 @@ from classifiers.finetune.model import (
     seeded,
 )
 from classifiers.finetune.train import Schedule, fit
-from classifiers.finetune.warmstart import HEAD_LAYER
+from classifiers.finetune.warmstart import layer_problem
 from classifiers.fit_data import inner_validation
 from classifiers.metrics import full_proba, metrics_from_proba
 from classifiers.model_file import jsonable
 from classifiers.registry import make_classifier
+from classifiers.tta import views_proba
 from featurestore.backbone import build_conv_base
 from featurestore.errors import JobInterrupted
 from featurestore.fsutil import atomic_write_text
@@ -79,16 +80,17 @@ class PoolMaps:
 
     @classmethod
     def read(cls, store: Any) -> PoolMaps:
-        X, y, ids = read_pool(store)
-        block4 = read_pool(store, layer="block4_pool")[0]
-        flipped = None
-        if store.fingerprint.flip_views:
-            flipped = read_pool(store, layer="block4_pool", flipped=True)[0]
+        def maps(**dataset: Any) -> np.ndarray:
+            return read_labelled(store, POOL_SPLITS, **dataset)[0]
+
+        X, y, ids = read_labelled(store, POOL_SPLITS)
+        block4 = maps(layer="block4_pool")
+        flipped = maps(layer="block4_pool", flipped=True) if store.fingerprint.flip_views else None
         X_views = block4_views = None
         if store.views:
             keys = range(1, store.views + 1)
-            X_views = np.stack([read_pool(store, view=k)[0] for k in keys], axis=1)
-            block4_views = np.stack([read_pool(store, layer="block4_pool", view=k)[0] for k in keys], axis=1)
+            X_views = np.stack([maps(view=k) for k in keys], axis=1)
+            block4_views = np.stack([maps(layer="block4_pool", view=k) for k in keys], axis=1)
         return cls(X, y, ids, block4, flipped, X_views, block4_views)
 
     def drawn(self) -> dict[str, np.ndarray]:
@@ -116,11 +118,8 @@ def run_finetune_cv(config: FinetuneCVConfig, log: Callable[[str], None] | None 
 def _run(config: FinetuneCVConfig, log: Callable[[str], None]) -> FinetuneCVReport:
     started = time.perf_counter()
     store = featurestore.open_store(config.store)
-    if store.fingerprint.layer != HEAD_LAYER:
-        raise FinetuneError(
-            f"{store.path} holds {store.fingerprint.layer} maps; the heads fine-tuning starts from "
-            f"are trained on {HEAD_LAYER}"
-        )
+    if problem := layer_problem(store):
+        raise FinetuneError(f"{store.path}: {problem}")
     check_cache(store, config.augment)
     featurestore.Extractor.from_fingerprint(store.fingerprint, weights=config.weights)
     out = Path(config.out)
@@ -248,8 +247,8 @@ def _fold(
     probas["finetuned"] = tuned_proba(pool.block4[scored])
     if pool.X_views is not None and pool.block4_views is not None:  # test-time views, as bench --tta views
         k = pool.X_views.shape[1]
-        head_views = [full_proba(head, pool.X_views[scored, i], n_classes) for i in range(k)]
-        probas["head+tta-views"] = np.mean([probas["head"], *head_views], axis=0)
+        head_views = [pool.X[scored], *(pool.X_views[scored, i] for i in range(k))]
+        probas["head+tta-views"] = views_proba(head, head_views, n_classes)
         tuned_views = [tuned_proba(pool.block4_views[scored, i]) for i in range(k)]
         probas["finetuned+tta-views"] = np.mean([probas["finetuned"], *tuned_views], axis=0)
     y = pool.y[scored]

@@ -19,7 +19,7 @@ from classifiers.model_file import METADATA, SavedModel, load_model
 from classifiers.registry import final_estimator
 from featurestore.fsutil import file_sha256
 
-__all__ = ["FinetuneError", "WarmStart", "load_head"]
+__all__ = ["FinetuneError", "WarmStart", "layer_problem", "load_head"]
 
 #: The layer whose maps a warm-start head must have been trained on: block5's output.
 HEAD_LAYER = "block5_pool"
@@ -56,6 +56,12 @@ class WarmStart:
         }
 
 
+def layer_problem(store: Any) -> str | None:
+    """Why heads on `store`'s maps cannot warm-start fine-tuning (None: they can)."""
+    layer = store.fingerprint.layer
+    return None if layer == HEAD_LAYER else f"layer {layer!r}: fine-tuning needs {HEAD_LAYER} heads"
+
+
 def load_head(path: str | Path, store: Any) -> WarmStart:
     """Load the head at `path` and check it can warm-start on `store`, else `FinetuneError`."""
     path = Path(path)
@@ -75,8 +81,8 @@ def load_head(path: str | Path, store: Any) -> WarmStart:
     if recorded is None:
         raise FinetuneError(f"--head {path}: the model records no store fingerprint")
     problems = recorded.feature_differences(store.fingerprint)
-    if not problems and store.fingerprint.layer != HEAD_LAYER:
-        problems.append(f"layer {store.fingerprint.layer!r}: fine-tuning needs {HEAD_LAYER} heads")
+    if not problems and (problem := layer_problem(store)):
+        problems.append(problem)
     if problems:
         raise FinetuneError(
             f"--head {path} was trained on other features than {store.path} holds: {'; '.join(problems)}"
