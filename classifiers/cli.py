@@ -846,19 +846,45 @@ def schedule_options(config: type) -> Callable[[Callable[..., Any]], Callable[..
     return decorate
 
 
+def input_options(config: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """What `finetune` and `finetune-cv` train on and which blocks train, with `config`'s defaults."""
+    options = [
+        click.option(
+            "--from-cache/--from-images",
+            default=default(config, "from_cache"),
+            show_default=True,
+            help="Train block5 on the store's cached block4_pool maps, or on the images themselves.",
+        ),
+        click.option(
+            "--unfreeze",
+            type=click.Choice(UNFREEZE_CHOICES),
+            default=default(config, "unfreeze"),
+            show_default=True,
+            help="Train this VGG16 block and those above it, with the head (block4: --from-images).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=default(config, "workers"),
+            show_default=True,
+            help="Image decode threads (--from-images).",
+        ),
+    ]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option(
     "--head", required=True, type=click.Path(path_type=Path), help="A trained dense or gap head model."
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Model folder to write.")
-@click.option(
-    "--unfreeze",
-    type=click.Choice(UNFREEZE_CHOICES),
-    default=default(FinetuneConfig, "unfreeze"),
-    show_default=True,
-    help="Train this VGG16 block and those above it, with the head.",
-)
 @schedule_options(FinetuneConfig)
 @click.option(
     "--augment/--no-augment",
@@ -867,19 +893,7 @@ def schedule_options(config: type) -> Callable[[Callable[..., Any]], Callable[..
     help="Random flips, rotations, zooms, shifts (from cache: each epoch one of each image's "
     "stored maps: its own, its flipped image's (--flip-views), its augmented views' (--views K)).",
 )
-@click.option(
-    "--from-cache/--from-images",
-    default=default(FinetuneConfig, "from_cache"),
-    show_default=True,
-    help="Train block5 on the store's cached block4_pool maps instead of images.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=default(FinetuneConfig, "workers"),
-    show_default=True,
-    help="Image decode threads.",
-)
+@input_options(FinetuneConfig)
 @click.option(
     "--overwrite", is_flag=True, help="Replace an existing model or a checkpoint of other arguments."
 )
@@ -939,19 +953,22 @@ def finetune(store: Path, as_json: bool, metrics_file: Path | None, **options: A
     "--augment/--no-augment",
     default=default(FinetuneCVConfig, "augment"),
     show_default=True,
-    help="Each epoch one of each image's stored maps: its own, its flipped image's "
-    "(--flip-views), its augmented views' (--views K).",
+    help="From cache: each epoch one of each image's stored maps: its own, its flipped image's "
+    "(--flip-views), its augmented views' (--views K). From images: random flips, rotations, "
+    "zooms, shifts.",
 )
+@input_options(FinetuneCVConfig)
 @click.option("--overwrite", is_flag=True, help="Replace folds and checkpoints of other arguments.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report (no probabilities) as one JSON object last."
 )
 def finetune_cv(store: Path, head_params: tuple[str, ...], as_json: bool, **options: Any) -> None:
-    """Score block5 fine-tuning by cross-validation on STORE's cached block4_pool maps.
+    """Score fine-tuning by cross-validation on STORE's images or cached block4_pool maps.
 
     On each of bench's folds of the train+validation images, a head is trained on the fold's
-    training images, block5 is fine-tuned from it on their cached maps, and both score the
-    held-out images: their accuracy with 95% intervals, and the paired test of the difference.
+    training images, block5 (and block4 with --unfreeze block4) is fine-tuned from it on their
+    cached maps (--from-cache) or images (--from-images), and both score the held-out images:
+    their accuracy with 95% intervals, and the paired test of the difference.
     Finished folds and epochs are kept in OUT: rerun the same command after a crash to continue.
     """
     from classifiers.finetune.cv import run_finetune_cv

@@ -80,21 +80,33 @@ class FinetuneCVConfig:
     batch_size: int = 20
     patience: int = 3
     augment: bool = True
+    from_cache: bool = True
+    unfreeze: str = "block5"
     weights: str = "imagenet"
     precision: str = "auto"
     seed: int = 0  # draws the folds (as bench --seed) and seeds every fold's training
+    workers: int = min(8, os.cpu_count() or 1)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         check_int("folds", self.folds, 2)
         check_choice("head", self.head, CV_HEADS)
+        check_choice("unfreeze", self.unfreeze, UNFREEZE_CHOICES)
+        if self.from_cache and self.unfreeze != "block5":
+            raise FinetuneError(
+                "--from-cache trains block5 on cached block4 maps; --unfreeze block4 needs --from-images"
+            )
         check_schedule(self.epochs, self.batch_size, self.patience, self.learning_rate, self.precision)
+        check_int("workers", self.workers, 1)
         check_int("seed", self.seed, 0)
 
     def params(self) -> dict[str, Any]:
         """The settings that shape the folds' results (a finished fold is reused only for these)."""
         keys = ("folds", "head", "epochs", "learning_rate", "batch_size", "patience", "augment", "seed")
-        return {"head_params": dict(self.head_params), **{key: getattr(self, key) for key in keys}}
+        params = {"head_params": dict(self.head_params), **{key: getattr(self, key) for key in keys}}
+        if not self.from_cache:  # named only off the default: folds of cached runs keep their keys
+            params |= {"from_cache": False, "unfreeze": self.unfreeze}
+        return params
 
 
 def check_schedule(epochs: int, batch_size: int, patience: int, learning_rate: float, precision: str) -> None:

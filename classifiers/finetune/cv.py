@@ -21,7 +21,6 @@ rerun with the same arguments skips the finished folds and resumes the current o
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -34,13 +33,15 @@ import keras
 import numpy as np
 
 import featurestore
-from classifiers.bench.folds import POOL_SPLITS, Fold, make_folds, read_labelled
+from classifiers.bench.folds import Fold, make_folds
 from classifiers.errors import FinetuneError
 from classifiers.finetune.checkpoint import Checkpoint
 from classifiers.finetune.config import FinetuneCVConfig, resolve_precision
+from classifiers.finetune.cv_pool import PoolMaps, pool_images
 from classifiers.finetune.cv_report import FinetuneCVReport
-from classifiers.finetune.data import CachedView, MapRows, check_cache, label_codes
+from classifiers.finetune.data import CachedView, ImageRows, MapRows, Rows, RowsAt, check_cache, label_codes
 from classifiers.finetune.model import (
+    augmented,
     build_networks,
     compile_for_training,
     load_weights,
@@ -58,46 +59,11 @@ from featurestore.backbone import build_conv_base
 from featurestore.errors import JobInterrupted
 from featurestore.fsutil import atomic_write_text
 from featurestore.signals import interrupt_on_signal
+from featurestore.views import augment_batch
 from featurestore.weights import resolve_weights
 
 #: The report of a finished run, next to its folds' files.
 REPORT = "report.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class PoolMaps:
-    """The train+validation images as bench orders them (labelled, one per id, sorted by id):
-    block5 maps for the head, block4 maps for block5, and the maps the store holds of each
-    image's mirror image (``--flip-views``) and augmented views (``--views K``)."""
-
-    X: np.ndarray
-    y: np.ndarray
-    ids: np.ndarray
-    block4: np.ndarray
-    flipped: np.ndarray | None  # block4 maps of the mirror images, row for row
-    X_views: np.ndarray | None  # (rows, K, ...) block5 maps of the augmented views
-    block4_views: np.ndarray | None  # (rows, K, ...) their block4 maps
-
-    @classmethod
-    def read(cls, store: Any) -> PoolMaps:
-        def maps(**dataset: Any) -> np.ndarray:
-            return read_labelled(store, POOL_SPLITS, **dataset)[0]
-
-        X, y, ids = read_labelled(store, POOL_SPLITS)
-        block4 = maps(layer="block4_pool")
-        flipped = maps(layer="block4_pool", flipped=True) if store.fingerprint.flip_views else None
-        X_views = block4_views = None
-        if store.views:
-            keys = range(1, store.views + 1)
-            X_views = np.stack([maps(view=k) for k in keys], axis=1)
-            block4_views = np.stack([maps(layer="block4_pool", view=k) for k in keys], axis=1)
-        return cls(X, y, ids, block4, flipped, X_views, block4_views)
-
-    def drawn(self) -> dict[str, np.ndarray]:
-        """The block4 maps training draws from besides each image's own: "flipped", "view k"."""
-        maps = {} if self.flipped is None else {"flipped": self.flipped}
-        k = 0 if self.block4_views is None else self.block4_views.shape[1]
-        return maps | {f"view {i + 1}": self.block4_views[:, i] for i in range(k)}  # type: ignore[index]
 
 
 def run_finetune_cv(config: FinetuneCVConfig, log: Callable[[str], None] | None = None) -> FinetuneCVReport:
@@ -120,18 +86,20 @@ def _run(config: FinetuneCVConfig, log: Callable[[str], None]) -> FinetuneCVRepo
     store = featurestore.open_store(config.store)
     if problem := layer_problem(store):
         raise FinetuneError(f"{store.path}: {problem}")
-    check_cache(store, config.augment)
+    if config.from_cache:
+        check_cache(store, config.augment)
     featurestore.Extractor.from_fingerprint(store.fingerprint, weights=config.weights)
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise FinetuneError(f"--out {out} is a file")
-    pool = PoolMaps.read(store)
+    pool = PoolMaps.read(store, block4=config.from_cache)
     counts = np.bincount(pool.y, minlength=len(store.class_names))
     if (counts[counts > 0] < config.folds).any() or (counts > 0).sum() < 2:
         raise FinetuneError(
             f"{store.path}: labelled train+validation images per class {counts.tolist()}; "
             f"--folds {config.folds} needs 2 classes with at least {config.folds} images each"
         )
+    images = None if config.from_cache else pool_images(store, pool, config.workers)
     drawn = sorted(pool.drawn()) if config.augment else []
     run = {"store": store.digest, **config.params(), "cached_views": drawn}
     folds = make_folds(pool.y, pool.ids, config.folds, 1, config.seed)
@@ -144,7 +112,7 @@ def _run(config: FinetuneCVConfig, log: Callable[[str], None]) -> FinetuneCVRepo
         result = _finished(path, key, config.overwrite)
         if result is None:
             log(f"fold {fold.index + 1}/{len(folds)}: training on {len(fold.train)} images")
-            result = _fold(config, store, pool, fold, base, policy, key, out, log)
+            result = _fold(config, store, pool, images, fold, base, policy, key, out, log)
             atomic_write_text(path, json.dumps(jsonable(result)))
             _checkpoint(out, fold.index, key).discard()  # the fold's result replaces its epochs
         results.append(result)
@@ -189,6 +157,7 @@ def _fold(
     config: FinetuneCVConfig,
     store: Any,
     pool: PoolMaps,
+    images: ImageRows | None,
     fold: Fold,
     base: Any,
     policy: str,
@@ -196,8 +165,9 @@ def _fold(
     out: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Train the fold's head, fine-tune from it, score both on the held-out images (and, on a
-    store with augmented views, both averaged over each image and its views)."""
+    """Train the fold's head, fine-tune from it (on cached block4 maps, or on `images` when
+    given), score both on the held-out images (and, on a store with augmented views, both
+    averaged over each image and its views)."""
     inner = inner_validation(pool.ids[fold.train])
     if inner.all() or not inner.any():
         inner[:] = False  # too few images to hold any out: train on all, for the set epochs
@@ -210,17 +180,23 @@ def _fold(
     classes = np.asarray(head.classes_).astype(np.int64)
     drawn = pool.drawn() if config.augment else {}
 
-    def rows(at: np.ndarray, views: bool) -> MapRows:
+    def rows(at: np.ndarray, views: bool) -> Rows:
         keep, codes = label_codes(pool.y[at], classes)  # an image of a class the head never saw
         at = at[keep]  # cannot train its output
+        if images is not None:
+            return RowsAt(images, at, codes)
         sources = [CachedView.loaded(name, maps) for name, maps in drawn.items()] if views else []
-        return MapRows(pool.block4, pool.ids[at], codes, sources, at=at)
+        return MapRows(pool.block4, pool.ids[at], codes, sources, at=at)  # type: ignore[arg-type]
 
-    with seeded(config.seed):
-        networks = build_networks(store.fingerprint.input_size, head.model_, "block5", policy)
+    size = store.fingerprint.input_size
+    with seeded(config.seed):  # dropout and augmentation generators start seeded
+        networks = build_networks(size, head.model_, config.unfreeze, policy)
+        trained = networks.top if images is None else networks.full
+        if images is not None and config.augment:
+            trained = augmented(networks.full, config.seed)
     load_weights(networks, base, head.model_)
     model = compile_for_training(
-        networks.top, config.learning_rate, int(networks.top.output_shape[-1]), policy == "mixed_float16"
+        trained, config.learning_rate, int(networks.top.output_shape[-1]), policy == "mixed_float16"
     )
     schedule = Schedule(
         epochs=config.epochs,
@@ -228,6 +204,7 @@ def _fold(
         patience=config.patience,
         seed=config.seed,
         augment=bool(drawn),
+        workers=config.workers,
     )
     checkpoint = _checkpoint(out, fold.index, key)
     checkpoint.claim(config.overwrite)
@@ -237,19 +214,26 @@ def _fold(
     )
     n_classes = len(store.class_names)
 
-    def tuned_proba(maps: np.ndarray) -> np.ndarray:
-        batches = (maps[i : i + config.batch_size] for i in range(0, len(maps), config.batch_size))
-        proba = np.zeros((len(maps), n_classes))
-        proba[:, classes] = predict_proba(networks.top, batches)
+    def tuned_proba(inputs: np.ndarray) -> np.ndarray:
+        """The fine-tuned network on block4 maps (from cache) or on images (from images)."""
+        network = networks.top if images is None else networks.full
+        batches = (inputs[i : i + config.batch_size] for i in range(0, len(inputs), config.batch_size))
+        proba = np.zeros((len(inputs), n_classes))
+        proba[:, classes] = predict_proba(network, batches)
         return proba
 
+    held_out = pool.block4[scored] if images is None else images.fetch(scored)  # type: ignore[index]
     probas = {"head": full_proba(head, pool.X[scored], n_classes)}
-    probas["finetuned"] = tuned_proba(pool.block4[scored])
-    if pool.X_views is not None and pool.block4_views is not None:  # test-time views, as bench --tta views
+    probas["finetuned"] = tuned_proba(held_out)
+    if pool.X_views is not None:  # test-time views, as bench --tta views
         k = pool.X_views.shape[1]
         head_views = [pool.X[scored], *(pool.X_views[scored, i] for i in range(k))]
         probas["head+tta-views"] = views_proba(head, head_views, n_classes)
-        tuned_views = [tuned_proba(pool.block4_views[scored, i]) for i in range(k)]
+        if images is None:
+            tuned_views = [tuned_proba(pool.block4_views[scored, i]) for i in range(k)]  # type: ignore[index]
+        else:  # the views the store holds, made again from the images by the same recipe
+            ids = pool.ids[scored].tolist()
+            tuned_views = [tuned_proba(augment_batch(held_out, ids, view)) for view in range(1, k + 1)]
         probas["finetuned+tta-views"] = np.mean([probas["finetuned"], *tuned_views], axis=0)
     y = pool.y[scored]
     return {

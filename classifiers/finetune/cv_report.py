@@ -68,10 +68,14 @@ class FinetuneCVReport:
     def summary(self) -> str:
         s = self.settings
         drawn = f", drawing among {' + '.join(self.cached_views)}" if self.cached_views else ""
+        from_images = s.get("from_cache") is False  # named only off the default (FinetuneCVConfig.params)
+        tuned = "block4+block5" if s.get("unfreeze") == "block4" else "block5"
+        augment = " with random augmentation" if s["augment"] else ""
+        inputs = f"images{augment}" if from_images else f"cached block4_pool maps{drawn}"
         lines = [
             f"fine-tune CV on {self.store}: {len(self.folds)} folds (seed {s['seed']}) of "
-            f"{self.images} train+validation images; {s['head']} head, then block5+head from cached "
-            f"block4_pool maps{drawn}; {self.seconds:.0f} s",
+            f"{self.images} train+validation images; {s['head']} head, then {tuned}+head from "
+            f"{inputs}; {self.seconds:.0f} s",
             f"{'':21}{'accuracy':>9}  {'95% CI':<16}{'log loss':>9}",
         ]
         for row in self.rows:

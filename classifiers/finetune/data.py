@@ -85,6 +85,18 @@ class Rows:
         return Batches(self.fetch, self.labels, np.arange(len(self)), batch_size, workers)
 
 
+class RowsAt(Rows):
+    """Rows `at` of other rows, with labels of their own: a fold's images out of all the pool's,
+    fetched through them, never copied (see `MapRows`' `at` for why that matters)."""
+
+    def __init__(self, rows: Rows, at: np.ndarray, labels: np.ndarray) -> None:
+        super().__init__(rows.relpaths[at], labels)
+        self.rows, self.at = rows, np.asarray(at)
+
+    def fetch(self, rows: np.ndarray) -> np.ndarray:
+        return self.rows.fetch(self.at[rows])
+
+
 class ImageRows(Rows):
     """Images of the store's rows, decoded at the store's input size."""
 

@@ -25,7 +25,7 @@ from classifiers.finetune import data
 from classifiers.finetune.checkpoint import Checkpoint
 from classifiers.finetune.config import FinetuneConfig, resolve_precision
 from classifiers.finetune.model import (
-    augmentation,
+    augmented,
     build_networks,
     compile_for_training,
     copy_weights,
@@ -152,8 +152,7 @@ def _build(config: FinetuneConfig, store: Any, warm: Any, policy: str) -> tuple[
     load_weights(networks, build_conv_base(size, resolve_weights(config.weights)), warm.network)
     model = networks.top if config.from_cache else networks.full
     if config.augment and not config.from_cache:
-        image = keras.Input((size, size, 3), name="image")
-        model = keras.Model(image, networks.full(augmentation(config.seed)(image)), name="augmented")
+        model = augmented(networks.full, config.seed)
     n_outputs = int(networks.full.output_shape[-1])
     return networks, compile_for_training(model, config.learning_rate, n_outputs, policy == "mixed_float16")
 

@@ -175,6 +175,12 @@ def augmentation(seed: int) -> keras.Sequential:
     )
 
 
+def augmented(network: keras.Model, seed: int) -> keras.Model:
+    """`network` behind `augmentation(seed)`: what trains on images with --augment."""
+    image = keras.Input(network.input_shape[1:], name="image")
+    return keras.Model(image, network(augmentation(seed)(image)), name="augmented")
+
+
 def compile_for_training(
     model: keras.Model, learning_rate: float, n_outputs: int, loss_scale: bool = False
 ) -> keras.Model:

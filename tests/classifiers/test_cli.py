@@ -112,6 +112,8 @@ def test_defaults_come_from_the_config_dataclasses() -> None:
     finetune_cv = FinetuneCVConfig(store=Path("s"), out=Path("o"))
     assert params[("finetune-cv", "epochs")] == finetune_cv.epochs != finetune.epochs
     assert params[("finetune-cv", "patience")] == finetune_cv.patience != finetune.patience
+    # the same option, each command's own default: images for finetune, the cache for finetune-cv
+    assert params[("finetune-cv", "from_cache")] == finetune_cv.from_cache != finetune.from_cache
 
 
 @pytest.mark.parametrize(

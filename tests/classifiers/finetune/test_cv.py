@@ -87,6 +87,55 @@ def test_folds_are_benchs_and_a_still_fine_tune_scores_as_its_head_image_by_imag
     assert set(report["differences"]) == {"finetuned - head", "finetuned+tta-views - head+tta-views"}
 
 
+@pytest.fixture(scope="session")
+def still_images_run(views_store: Path) -> Path:
+    """`still_run` fine-tuning on the images (block4 and block5 unfrozen): VGG16 on the images,
+    and on their views made again by the store's recipe, must give the stored maps."""
+
+    def build(out: Path) -> None:
+        extra = ("--epochs", "1", "--lr", "1e-12", "--from-images", "--unfreeze", "block4")
+        code, output = _cli(*_argv(views_store, out, *extra))
+        assert code == 0, output
+        assert "then block4+block5+head from images with random augmentation" in output
+
+    return built_once(views_store.parent / "cv_still_images", build)
+
+
+def test_a_still_fine_tune_from_images_scores_as_its_head_image_by_image(
+    still_run: Path, still_images_run: Path
+) -> None:
+    cached = json.loads((still_run / REPORT).read_text())
+    report = json.loads((still_images_run / REPORT).read_text())
+    assert report["settings"]["from_cache"] is False and report["settings"]["unfreeze"] == "block4"
+    assert report["cached_views"] == []
+    for fold, cached_fold in zip(report["folds"], cached["folds"], strict=True):
+        scored = fold["predictions"]
+        assert scored["ids"] == cached_fold["predictions"]["ids"]
+        for row in ("", "+tta-views"):  # the same heads as the cached run's (same folds, same seed)
+            head = np.array(scored["head" + row])
+            np.testing.assert_allclose(head, cached_fold["predictions"]["head" + row], atol=1e-6)
+            np.testing.assert_allclose(scored["finetuned" + row], head, atol=1e-5, err_msg=row)
+
+
+def test_from_images_refuses_a_changed_image_in_one_line_and_writes_no_fold(tmp_path: Path) -> None:
+    store = make_store(tmp_path, views=0, name="store")
+    import featurestore
+
+    changed = featurestore.open_store(store).images(["train", "validation"])[0].path  # in the pool
+    changed.write_bytes(changed.read_bytes() + b"\0")  # other bytes than those extracted
+    out = tmp_path / "cv"
+    code, output = _cli(*_argv(store, out, "--from-images"))
+    assert code != 0
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in output, output
+    assert str(changed) in lines[0] and "changed since extraction" in lines[0]
+    assert not list(out.glob("fold-*"))
+
+    code, output = _cli(*_argv(store, out, "--unfreeze", "block4"))  # block4 needs the images
+    assert code != 0 and "--unfreeze block4 needs --from-images" in output
+    assert len(output.strip().splitlines()) == 1
+
+
 def test_test_time_views_average_the_head_over_each_image_and_its_stored_views(
     views_store: Path, still_run: Path
 ) -> None:

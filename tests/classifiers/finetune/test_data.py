@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifiers.finetune.data import CachedView, ImageRows, MapRows
+from classifiers.finetune.data import CachedView, ImageRows, MapRows, RowsAt
 from tests.conftest import write_image
 
 pytestmark = pytest.mark.xdist_group("finetune")
@@ -145,3 +145,20 @@ def test_image_rows_skip_changed_and_missing_files(tmp_path: Path, cache_bytes: 
     from featurestore.images import load_image
 
     np.testing.assert_array_equal(batch[1], load_image(paths[0], 32))
+
+
+def test_rows_at_fetch_the_picked_images_with_their_own_labels(tmp_path: Path) -> None:
+    import hashlib
+
+    paths = [write_image(tmp_path / f"{i}.png", seed=i) for i in range(6)]
+    ids = np.array([hashlib.sha256(p.read_bytes()).hexdigest() for p in paths], dtype=object)
+    pool = ImageRows(paths, np.array([p.name for p in paths], dtype=object), ids, np.zeros(6, int), 16, 2)
+    at, labels = np.array([4, 1, 5]), np.array([1, 0, 1])
+    fold = RowsAt(pool, at, labels)
+    assert list(fold.relpaths) == ["4.png", "1.png", "5.png"] and len(fold) == 3
+    batches = fold.for_epoch(2, seed=0, batch_size=2)
+    order = np.random.default_rng([0, 2]).permutation(3)
+    x = np.concatenate([batches[i][0] for i in range(len(batches))])
+    y = np.concatenate([batches[i][1] for i in range(len(batches))])
+    np.testing.assert_array_equal(x, pool.images[at[order]].astype(np.float32))  # type: ignore[index]
+    np.testing.assert_array_equal(y, labels[order])
