@@ -1,4 +1,4 @@
-"""Cross-validated fine-tuning from cached maps: `featurestore finetune-cv`.
+"""Cross-validated fine-tuning, from cached maps or from images: `featurestore finetune-cv`.
 
 One `finetune` run is scored on one validation and one test split: a few hundred images, where
 one image moves the accuracy by a third of a point. Whether fine-tuning pays, and with which
@@ -9,7 +9,8 @@ settings, is chosen on `bench`'s folds instead. For each fold of the train+valid
    stopping early on an inner split of them (`fit_data.inner_validation`, as
    `train --fit-on train+validation` draws it);
 2. block5 and that head are fine-tuned on the same images' cached block4_pool maps, drawing
-   among each image's stored views as `finetune --from-cache` does, stopping on the same inner
+   among each image's stored views as `finetune --from-cache` does, or (`--from-images`) on the
+   images, augmented on the fly as `finetune --from-images` does; both stop on the same inner
    split;
 3. the head alone and the fine-tuned network score the held-out fold.
 
