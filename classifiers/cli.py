@@ -788,6 +788,17 @@ def bench(
     click.echo("wrote " + ", ".join(result.files.values()))
 
 
+def stacked(options: list[Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One decorator applying click `options` in the order listed (as if written above a command)."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def schedule_options(config: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The training options `finetune` and `finetune-cv` share, with `config`'s defaults."""
     options = [
@@ -838,12 +849,7 @@ def schedule_options(config: type) -> Callable[[Callable[..., Any]], Callable[..
         ),
     ]
 
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
+    return stacked(options)
 
 
 def input_options(config: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -871,12 +877,7 @@ def input_options(config: type) -> Callable[[Callable[..., Any]], Callable[..., 
         ),
     ]
 
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
+    return stacked(options)
 
 
 @main.command()
