@@ -42,13 +42,8 @@ class FinetuneConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        check_choice("unfreeze", self.unfreeze, UNFREEZE_CHOICES)
-        if self.from_cache and self.unfreeze != "block5":
-            raise FinetuneError(
-                "--from-cache trains block5 on cached block4 maps; --unfreeze block4 needs images"
-            )
+        check_inputs(self.from_cache, self.unfreeze, self.workers)
         check_schedule(self.epochs, self.batch_size, self.patience, self.learning_rate, self.precision)
-        check_int("workers", self.workers, 1)
         check_int("seed", self.seed, 0)
 
     def params(self) -> dict[str, Any]:
@@ -91,13 +86,8 @@ class FinetuneCVConfig:
     def __post_init__(self) -> None:
         check_int("folds", self.folds, 2)
         check_choice("head", self.head, CV_HEADS)
-        check_choice("unfreeze", self.unfreeze, UNFREEZE_CHOICES)
-        if self.from_cache and self.unfreeze != "block5":
-            raise FinetuneError(
-                "--from-cache trains block5 on cached block4 maps; --unfreeze block4 needs --from-images"
-            )
+        check_inputs(self.from_cache, self.unfreeze, self.workers)
         check_schedule(self.epochs, self.batch_size, self.patience, self.learning_rate, self.precision)
-        check_int("workers", self.workers, 1)
         check_int("seed", self.seed, 0)
 
     def params(self) -> dict[str, Any]:
@@ -107,6 +97,16 @@ class FinetuneCVConfig:
         if not self.from_cache:  # named only off the default: folds of cached runs keep their keys
             params |= {"from_cache": False, "unfreeze": self.unfreeze}
         return params
+
+
+def check_inputs(from_cache: bool, unfreeze: str, workers: int) -> None:
+    """What `finetune` and `finetune-cv` train on and which blocks train, named as their options are."""
+    check_choice("unfreeze", unfreeze, UNFREEZE_CHOICES)
+    if from_cache and unfreeze != "block5":
+        raise FinetuneError(
+            "--from-cache trains block5 on cached block4 maps; --unfreeze block4 needs images (--from-images)"
+        )
+    check_int("workers", workers, 1)
 
 
 def check_schedule(epochs: int, batch_size: int, patience: int, learning_rate: float, precision: str) -> None:

@@ -132,7 +132,7 @@ def test_from_images_refuses_a_changed_image_in_one_line_and_writes_no_fold(tmp_
     assert not list(out.glob("fold-*"))
 
     code, output = _cli(*_argv(store, out, "--unfreeze", "block4"))  # block4 needs the images
-    assert code != 0 and "--unfreeze block4 needs --from-images" in output
+    assert code != 0 and "--unfreeze block4 needs images (--from-images)" in output
     assert len(output.strip().splitlines()) == 1
 
 
