@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -427,8 +428,13 @@ class RayRun:
                 entry.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Stop the cluster if this run started it."""
-        if self.cluster is not None and self.cluster.started_here:
+        """Let Ray Data's executor threads end, then disconnect if this run connected."""
+        if self.cluster is None:
+            return
+        left = join_ray_data_threads(timeout=RAY_DATA_JOIN_SECONDS)
+        if left:
+            print(f"extract: Ray Data thread(s) still running at exit: {', '.join(left)}", file=sys.stderr)
+        if self.cluster.started_here:
             import_ray().shutdown()
 
     def placement(self) -> str:
@@ -437,6 +443,24 @@ class RayRun:
             f"extract: {len(self.seen_pieces)} piece(s) written by workers on {len(self.write_nodes)} "
             f"node(s), {self.driver_node_pieces} of them on the driver's node"
         )
+
+
+#: Driver threads of a Ray Data execution that call into Ray. `StreamingExecutor.shutdown` waits
+#: 2 s for them; on a loaded machine a scheduling step can outlast that, and a call into Ray
+#: while `ray.shutdown()` (or the one at interpreter exit) runs ends the process at once with
+#: exit 1 ("The core worker has already been shutdown"), before the run's own line and code.
+RAY_DATA_THREADS = ("StreamingExecutor-", "ray-data-metadata-prefetch")
+RAY_DATA_JOIN_SECONDS = 60.0
+
+
+def join_ray_data_threads(timeout: float) -> list[str]:
+    """Wait up to `timeout` seconds for the executor threads of Ray Data executions that were
+    shut down (a stream run to its end or closed); the names of those still running."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith(RAY_DATA_THREADS):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return [t.name for t in threading.enumerate() if t.name.startswith(RAY_DATA_THREADS) and t.is_alive()]
 
 
 @contextlib.contextmanager

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 
 from featurestore import exitcodes
-from featurestore.extract import run_extract
+from featurestore.extract import ExtractInterrupted, run_extract
 from featurestore.extract_config import ExtractConfig
 from featurestore.lock import store_lock
+from featurestore.ray_engine import join_ray_data_threads
 from featurestore.store import open_store
 from featurestore.verify import verify_store
 from tests.conftest import extract_argv, wait_for_commit, write_image
@@ -189,6 +190,49 @@ def test_sigterm_then_sigkill_of_the_driver_then_resume(cluster: str, tmp_path: 
     assert summary["computed"] + summary["unchanged"] == 40 and summary["unchanged"] >= partial
     assert_same_features(features_by_path(store), features_by_path(reference))
     assert verify_store(store) == ([], [])  # every id once, leftovers of the kills deleted
+
+
+def test_a_stopped_run_waits_for_ray_data_threads_that_outlast_their_shutdown(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a loaded machine: the scheduling step under way when the stream is closed ends 3 s
+    later, past `StreamingExecutor.shutdown`'s 2 s wait. Disconnecting under it ends the driver
+    with exit 1 before its one line (seen in CI); the run waits for it instead."""
+    from ray.data._internal.execution import streaming_executor
+
+    shutting_down = threading.Event()
+    step = streaming_executor.process_completed_tasks
+    shutdown = streaming_executor.StreamingExecutor.shutdown
+
+    def slow_step(*args: Any, **kwargs: Any) -> Any:
+        result = step(*args, **kwargs)
+        if shutting_down.is_set():
+            time.sleep(3)
+        return result
+
+    def flagged_shutdown(self: Any, *args: Any, **kwargs: Any) -> Any:
+        shutting_down.set()
+        return shutdown(self, *args, **kwargs)
+
+    monkeypatch.setattr(streaming_executor, "process_completed_tasks", slow_step)
+    monkeypatch.setattr(streaming_executor.StreamingExecutor, "shutdown", flagged_shutdown)
+    source = make_tree(tmp_path / "images", 24)
+    store = tmp_path / "s"
+
+    def sigterm_after_the_first_commit() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (store / "manifest.json").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=sigterm_after_the_first_commit)
+    killer.start()
+    with pytest.raises(ExtractInterrupted):
+        run_extract(config(source, store, "ray", commit_every=4))
+    killer.join()
+    assert shutting_down.is_set()
+    assert join_ray_data_threads(timeout=0) == []  # none left to call into Ray at disconnect
+    assert verify_store(store)[0] == []
 
 
 def extract_command(source: Path, store: Path) -> list[str]:
