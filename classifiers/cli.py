@@ -940,7 +940,8 @@ def finetune(store: Path, as_json: bool, metrics_file: Path | None, **options: A
     type=click.Choice(CV_HEADS),
     default=default(FinetuneCVConfig, "head"),
     show_default=True,
-    help="The head each fold trains on block5 maps and fine-tunes from.",
+    help="The head each fold trains on block5 maps and fine-tunes from (logreg: fitted on all the "
+    "fold's training images but the inner validation ones, as the Keras heads).",
 )
 @click.option(
     "--head-param",

@@ -17,8 +17,9 @@ from featurestore.checks import check_choice, check_int, check_number
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 #: Blocks `--unfreeze` accepts: that block and everything above it train.
 UNFREEZE_CHOICES = ("block5", "block4")
-#: The heads `finetune-cv` trains in each fold to warm-start from (Keras networks on the maps).
-CV_HEADS = ("dense", "gap")
+#: The heads `finetune-cv` trains in each fold to warm-start from: Keras networks on the maps,
+#: or logreg, whose pipeline is one exactly (`linear_head`).
+CV_HEADS = ("dense", "gap", "logreg")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

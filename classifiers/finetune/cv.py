@@ -5,9 +5,9 @@ one image moves the accuracy by a third of a point. Whether fine-tuning pays, an
 settings, is chosen on `bench`'s folds instead. For each fold of the train+validation images
 (by image id: the folds `bench --folds N --seed S` draws):
 
-1. a Keras head (dense or gap) is trained on the fold's training images' block5_pool maps,
-   stopping early on an inner split of them (`fit_data.inner_validation`, as
-   `train --fit-on train+validation` draws it);
+1. a head (dense, gap or logreg) is trained on the fold's training images' block5_pool maps,
+   the Keras heads stopping early on an inner split of them (`fit_data.inner_validation`, as
+   `train --fit-on train+validation` draws it; logreg is fitted without those images too);
 2. block5 and that head are fine-tuned on the same images' cached block4_pool maps, drawing
    among each image's stored views as `finetune --from-cache` does, or (`--from-images`) on the
    images, augmented on the fly as `finetune --from-images` does; both stop on the same inner
@@ -50,8 +50,9 @@ from classifiers.finetune.model import (
     seeded,
 )
 from classifiers.finetune.train import Schedule, fit
-from classifiers.finetune.warmstart import layer_problem
+from classifiers.finetune.warmstart import head_network, layer_problem
 from classifiers.fit_data import inner_validation
+from classifiers.keras_heads import KerasHead
 from classifiers.metrics import full_proba, metrics_from_proba
 from classifiers.model_file import jsonable
 from classifiers.registry import make_classifier
@@ -175,9 +176,13 @@ def _fold(
     fitted, stop, scored = fold.train[~inner], fold.train[inner], fold.test
     started = time.perf_counter()
     head = make_classifier(config.head, {**config.head_params, "random_state": config.seed})
-    stop_on = (pool.X[stop], pool.y[stop]) if len(stop) else None
-    head.fit(pool.X[fitted], pool.y[fitted], validation_data=stop_on)
+    if isinstance(head, KerasHead):
+        stop_on = (pool.X[stop], pool.y[stop]) if len(stop) else None
+        head.fit(pool.X[fitted], pool.y[fitted], validation_data=stop_on)
+    else:
+        head.fit(pool.X[fitted], pool.y[fitted])
     head_seconds = time.perf_counter() - started
+    head_net = head_network(head, store)
     classes = np.asarray(head.classes_).astype(np.int64)
     drawn = pool.drawn() if config.augment else {}
 
@@ -191,11 +196,11 @@ def _fold(
 
     size = store.fingerprint.input_size
     with seeded(config.seed):  # dropout and augmentation generators start seeded
-        networks = build_networks(size, head.model_, config.unfreeze, policy)
+        networks = build_networks(size, head_net, config.unfreeze, policy)
         trained = networks.top if images is None else networks.full
         if images is not None and config.augment:
             trained = augmented(networks.full, config.seed)
-    load_weights(networks, base, head.model_)
+    load_weights(networks, base, head_net)
     model = compile_for_training(
         trained, config.learning_rate, int(networks.top.output_shape[-1]), policy == "mixed_float16"
     )

@@ -23,11 +23,12 @@ from keras import ops
 from classifiers.finetune.config import UNFREEZE_CHOICES
 from featurestore.vgg16 import BLOCKS, output_shape
 
-#: The layer classes a warm-start head may hold (those `classifiers` heads are built from).
-# The layers a classifiers head may hold (its input_norm adds UnitNormalization + Rescaling).
+#: The layer classes a warm-start head may hold: those of the dense and gap heads (whose
+#: input_norm adds UnitNormalization + Rescaling) and of `linear_head_network`.
 HEAD_LAYER_CLASSES = (
     "Flatten",
     "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
     "UnitNormalization",
     "Rescaling",
     "Dense",
@@ -84,7 +85,8 @@ def head_layers(head: keras.Model) -> list[keras.layers.Layer]:
     layers = [layer for layer in head.layers if not isinstance(layer, keras.layers.InputLayer)]
     unknown = sorted({type(layer).__name__ for layer in layers} - set(HEAD_LAYER_CLASSES))
     if unknown or not layers or type(layers[-1]).__name__ != "Dense":
-        raise ValueError(f"the head's network is not a dense/gap head (layers {unknown or 'unexpected'})")
+        found = unknown or "unexpected"
+        raise ValueError(f"the head's network is not a dense/gap/logreg head (layers {found})")
     return layers
 
 

@@ -117,6 +117,26 @@ def test_a_still_fine_tune_from_images_scores_as_its_head_image_by_image(
             np.testing.assert_allclose(scored["finetuned" + row], head, atol=1e-5, err_msg=row)
 
 
+def test_a_still_fine_tune_from_a_logreg_head_scores_as_the_logreg_image_by_image(
+    views_store: Path, tmp_path: Path
+) -> None:
+    """The logreg pipeline scores the head, its Keras equivalent is fine-tuned: at lr 1e-12
+    they must agree image by image, with and without test-time views."""
+    argv = _argv(views_store, tmp_path / "cv", "--head", "logreg", "--epochs", "1", "--lr", "1e-12")
+    at = argv.index("--head-param")
+    del argv[at : at + 2]  # hidden=8 is a dense head's
+    code, output = _cli(*argv)
+    assert code == 0, output
+    report = json.loads((tmp_path / "cv" / REPORT).read_text())
+    assert report["settings"]["head"] == "logreg"
+    for fold in report["folds"]:
+        scored = fold["predictions"]
+        for row in ("", "+tta-views"):
+            head = np.array(scored["head" + row])
+            assert np.ptp(head[:, 1]) > 1e-4
+            np.testing.assert_allclose(scored["finetuned" + row], head, atol=1e-5, err_msg=row)
+
+
 def test_from_images_refuses_a_changed_image_in_one_line_and_writes_no_fold(tmp_path: Path) -> None:
     store = make_store(tmp_path, views=0, name="store")
     import featurestore

@@ -127,9 +127,9 @@ def _config(store: Path, head: Path, out: Path, **changes: object) -> FinetuneCo
 def test_refuses_heads_that_cannot_warm_start(tiny_store: Path, dense_head: Path, tmp_path: Path) -> None:
     from classifiers.training import train_from_store
 
-    logreg = train_from_store(tiny_store, "logreg", tmp_path / "logreg").model_path
+    knn = train_from_store(tiny_store, "knn", tmp_path / "knn").model_path  # logreg warm-starts
     with pytest.raises(FinetuneError, match="no Keras head"):
-        run_finetune(_config(tiny_store, logreg, tmp_path / "out"))
+        run_finetune(_config(tiny_store, knn, tmp_path / "out"))
     other = tmp_path / "other_head"
     shutil.copytree(dense_head, other)
     meta = json.loads((other / "metadata.json").read_text())
