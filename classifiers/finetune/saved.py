@@ -43,6 +43,7 @@ FINETUNED_ARCHIVE = KerasAllowList(
     | {
         ("keras.layers", "Conv2D"),
         ("keras.layers", "MaxPooling2D"),
+        ("keras.layers", "GlobalMaxPooling2D"),  # the pooling of a logreg warm start
         ("classifiers.finetune.model", "CaffePreprocess"),
     },
     registered_names=HEAD_ARCHIVE.registered_names | {"featurestore_finetune>CaffePreprocess"},

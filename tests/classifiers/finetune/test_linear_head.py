@@ -61,3 +61,20 @@ def test_a_saved_logreg_model_warm_starts_with_its_own_probabilities(
     expected = load_model(path).estimator.predict_proba(maps)[:, 1]
     np.testing.assert_allclose(proba, expected, atol=1e-5)
     assert warm.lineage()["classifier"] == "logreg"
+
+
+def test_a_network_fine_tuned_from_a_logreg_head_is_saved_and_predicts(
+    tiny_store: Path, tmp_path: Path
+) -> None:
+    from classifiers.model_file import load_model
+    from classifiers.training import train_from_store
+    from tests.classifiers.finetune.conftest import SIZE, finetune_cli
+
+    logreg = train_from_store(tiny_store, "logreg", tmp_path / "logreg").model_path
+    finetune_cli(tiny_store, logreg, tmp_path / "ft", "--from-cache", "--epochs", "1")
+    saved = load_model(tmp_path / "ft")  # through the fine-tuned archive's allow-list
+    assert saved.metadata["head"]["classifier"] == "logreg"
+    assert type(saved.estimator.model_.get_layer("pool")).__name__ == "GlobalMaxPooling2D"
+    images = np.random.default_rng(0).integers(0, 256, size=(3, SIZE, SIZE, 3)).astype(np.float32)
+    proba = saved.estimator.predict_proba(images)
+    assert proba.shape == (3, 2) and np.allclose(proba.sum(axis=1), 1)
