@@ -445,11 +445,12 @@ class RayRun:
         )
 
 
-#: Driver threads of a Ray Data execution that call into Ray. `StreamingExecutor.shutdown` waits
-#: 2 s for them; on a loaded machine a scheduling step can outlast that, and a call into Ray
-#: while `ray.shutdown()` (or the one at interpreter exit) runs ends the process at once with
+#: Driver threads of a Ray Data execution that call into Ray: the executor's (which
+#: `StreamingExecutor.shutdown` waits 2 s for) and `iter_batches`' batch makers (which a closed
+#: stream only asks to stop). On a loaded machine one can still be mid-call when the driver
+#: disconnects, and a call into Ray while `ray.shutdown()` runs ends the process at once with
 #: exit 1 ("The core worker has already been shutdown"), before the run's own line and code.
-RAY_DATA_THREADS = ("StreamingExecutor-", "ray-data-metadata-prefetch")
+RAY_DATA_THREADS = ("StreamingExecutor-", "ray-data-metadata-prefetch", "iter_threaded")
 RAY_DATA_JOIN_SECONDS = 60.0
 
 

@@ -196,8 +196,9 @@ def test_a_stopped_run_waits_for_ray_data_threads_that_outlast_their_shutdown(
     cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As on a loaded machine: the scheduling step under way when the stream is closed ends 3 s
-    later, past `StreamingExecutor.shutdown`'s 2 s wait. Disconnecting under it ends the driver
-    with exit 1 before its one line (seen in CI); the run waits for it instead."""
+    later, past `StreamingExecutor.shutdown`'s 2 s wait. Disconnecting under it, or under
+    `iter_batches`' batch-making thread, ends the driver with exit 1 before its one line (seen in
+    CI, and under load: the "iter_threaded" thread); the run waits for them instead."""
     from ray.data._internal.execution import streaming_executor
 
     shutting_down = threading.Event()
