@@ -52,10 +52,10 @@ from classifiers.finetune.model import (
 from classifiers.finetune.train import Schedule, fit
 from classifiers.finetune.warmstart import head_network, layer_problem
 from classifiers.fit_data import inner_validation
-from classifiers.keras_heads import KerasHead
 from classifiers.metrics import full_proba, metrics_from_proba
 from classifiers.model_file import jsonable
 from classifiers.registry import make_classifier
+from classifiers.training import fit_estimator
 from classifiers.tta import views_proba
 from featurestore.backbone import build_conv_base
 from featurestore.errors import JobInterrupted
@@ -176,11 +176,8 @@ def _fold(
     fitted, stop, scored = fold.train[~inner], fold.train[inner], fold.test
     started = time.perf_counter()
     head = make_classifier(config.head, {**config.head_params, "random_state": config.seed})
-    if isinstance(head, KerasHead):
-        stop_on = (pool.X[stop], pool.y[stop]) if len(stop) else None
-        head.fit(pool.X[fitted], pool.y[fitted], validation_data=stop_on)
-    else:
-        head.fit(pool.X[fitted], pool.y[fitted])
+    stop_on = (pool.X[stop], pool.y[stop]) if len(stop) else None
+    fit_estimator(head, pool.X[fitted], pool.y[fitted], stop_on)  # only Keras heads stop on it
     head_seconds = time.perf_counter() - started
     head_net = head_network(head, store)
     classes = np.asarray(head.classes_).astype(np.int64)
