@@ -428,7 +428,8 @@ class RayRun:
                 entry.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Let Ray Data's executor threads end, then disconnect if this run connected."""
+        """Let Ray Data's driver threads that call into Ray end, then disconnect if this run
+        connected (see RAY_DATA_THREADS)."""
         if self.cluster is None:
             return
         left = join_ray_data_threads(timeout=RAY_DATA_JOIN_SECONDS)
@@ -455,7 +456,7 @@ RAY_DATA_JOIN_SECONDS = 60.0
 
 
 def join_ray_data_threads(timeout: float) -> list[str]:
-    """Wait up to `timeout` seconds for the executor threads of Ray Data executions that were
+    """Wait up to `timeout` seconds for the RAY_DATA_THREADS of Ray Data executions that were
     shut down (a stream run to its end or closed); the names of those still running."""
     deadline = time.monotonic() + timeout
     for thread in threading.enumerate():

@@ -74,4 +74,6 @@ machine
 # the same from images, augmented on the fly (37 min at 150 px, 68 min at 224 px on 2 CPU cores)
 "$FS" finetune-cv "$STORES/cvd150v4" --out "$OUT/ft150cvimg" --from-images --epochs 10 --patience 3
 "$FS" finetune-cv "$STORES/cvd224v4b4" --out "$OUT/ft224cvimg" --from-images --epochs 10 --patience 3
+# the same from a logreg warm start (65 min at 224 px)
+"$FS" finetune-cv "$STORES/cvd224v4b4" --out "$OUT/ft224cvlr" --from-images --head logreg --epochs 10 --patience 3
 machine
