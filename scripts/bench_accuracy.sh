@@ -76,7 +76,7 @@ machine
 "$FS" finetune-cv "$STORES/cvd224v4b4" --out "$OUT/ft224cvimg" --from-images --epochs 10 --patience 3
 # the same from a logreg warm start (65 min at 224 px)
 "$FS" finetune-cv "$STORES/cvd224v4b4" --out "$OUT/ft224cvlr" --from-images --head logreg --epochs 10 --patience 3
-# half the learning rate (61 min), and block4 unfrozen too (about 70 min)
+# half the learning rate (61 min), and block4 unfrozen too (67 min)
 "$FS" finetune-cv "$STORES/cvd224v4b4" --out "$OUT/ft224cvlr5e6" --from-images --head logreg --lr 5e-6 --epochs 8 --patience 3
 "$FS" finetune-cv "$STORES/cvd224v4b4" --out "$OUT/ft224cvlrb4" --from-images --head logreg --unfreeze block4 --epochs 10 --patience 3
 machine
